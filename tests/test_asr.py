@@ -6,10 +6,10 @@ import difflib
 import json
 
 import pytest
-
 from callqa.models.asr import transcribe_audio
 from callqa.models.audio import AudioError, load_audio
 from callqa.models.text_norm import normalize_for_wer
+
 from tests.conftest import BAD, DEV, SAMPLES
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-
 from callqa.models.audio import SAMPLE_RATE, AudioError, load_audio
+
 from tests.conftest import BAD, DEV
 
 

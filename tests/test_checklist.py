@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from callqa.pipelines.evaluate import predicted_label
 from callqa.qa_rules.checklist import ChecklistError, parse_checklist
 from callqa.qa_rules.engine import call_score
+
 from callqa.records import Segment, Transcript
 from tests.conftest import dev_calls
 

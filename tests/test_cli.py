@@ -1,0 +1,64 @@
+"""The CLI contract: `--help` everywhere, `eval --text --json`, `scorecard --json`, `run --no-prefect`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from callqa.pipelines.cli import build_parser, main
+from callqa.pipelines.evaluate import LABELS
+
+from tests.conftest import DEV, SAMPLES
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["scorecard"], ["eval"]])
+def test_help_on_every_command(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([*cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: callqa" in capsys.readouterr().out
+
+
+def test_eval_text_json_contract(shared_data, capsys):
+    assert main(["-q", "eval", "--manifest", str(DEV / "calls.jsonl"), "--text", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["items"]) == set(LABELS)
+    for m in out["items"].values():
+        assert set(m) >= {"precision", "recall", "f1", "support"}
+        assert 0 <= m["f1"] <= 1
+    assert out["macro_f1"] == pytest.approx(sum(m["f1"] for m in out["items"].values()) / len(LABELS), abs=1e-3)
+    assert out["macro_f1"] > 0.7  # a floor, not the target: a broken engine drops far below it
+
+
+def test_eval_reports_items_the_checklist_lacks_as_missing(shared_data, tmp_path, capsys):
+    from callqa.qa_rules.checklist import CHECKLIST_DIR
+
+    text = (CHECKLIST_DIR / "sales_core.yaml").read_text(encoding="utf-8")
+    cut = text[: text.index("  - id: objection_resolved")]  # the last item removed
+    (tmp_path / "team.yaml").write_text(cut, encoding="utf-8")
+    assert main(["-q", "eval", "--manifest", str(DEV / "calls.jsonl"), "--text", "--json",
+                 "--checklist", str(tmp_path / "team.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["missing"] == ["objection_resolved"] and "objection_resolved" not in out["items"]
+
+
+def test_run_without_prefect_then_scorecard_json(tmp_path, capsys):
+    batch = tmp_path / "batch"
+    shutil.copytree(SAMPLES, batch)
+    rows = [json.loads(x) for x in (batch / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    en = next(r for r in rows if r["language"] == "en")
+    (batch / "one.jsonl").write_text(json.dumps(en, ensure_ascii=False) + "\n", encoding="utf-8")
+    db = tmp_path / "cli.duckdb"
+    assert main(["-q", "run", str(batch), "--manifest", str(batch / "one.jsonl"), "--db", str(db), "--no-prefect"]) == 0
+    out = capsys.readouterr().out
+    assert "1 scored" in out and str(db) in out
+    assert main(["scorecard", "--db", str(db), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["agents"][0]["agent_id"] == en["agent_id"] and card["agents"][0]["calls"] == 1
+    assert {it["id"] for it in card["items"]} >= {"usage_scenario", "selling_point", "objection_resolved"}
+
+
+def test_scorecard_on_missing_db_is_a_clear_error(tmp_path, capsys):
+    assert main(["scorecard", "--db", str(tmp_path / "nope.duckdb")]) == 2
+    assert "no database" in capsys.readouterr().err

