@@ -194,7 +194,7 @@ CALLS: tuple[Call, ...] = (
             "usage_scenario": True,
             "selling_point": True,
             "objection": True,
-            "objection_resolved": True,
+            "objection_resolved": False,  # dismissed with a forbidden phrase: never resolved (label rules)
             "greeting": True,
             "forbidden_phrase": True,
         },
@@ -202,12 +202,11 @@ CALLS: tuple[Call, ...] = (
             "usage_scenario": 2,
             "selling_point": 4,
             "objection": 5,
-            "objection_resolved": 6,
             "greeting": 0,
             "forbidden_phrase": 6,
         },
-        notes="forbidden phrase 这不是我们的问题 while answering a delivery-time concern; the concern is "
-        "still answered concretely (in stock, delivered the day after tomorrow)",
+        notes="forbidden phrase 这不是我们的问题 while answering a delivery-time concern; facts follow (in stock, "
+        "delivered the day after tomorrow), but a dismissed objection is not resolved",
     ),
     Call(
         call_id="S-004",
