@@ -18,9 +18,10 @@ A checklist file::
         fail_if: [forbidden_phrase]  # optional: fail when any of these items was detected
         detect: {all: [{position: {first_turns: 1}}, {regex: ["您好|你好"]}]}
 
-Detection operators (one key each, combinable): ``all``, ``any``, ``not``, ``keyword``,
-``regex``, ``semantic``, ``position``, ``question``, ``item``, ``sequence``. See
-docs/checklists.md for each operator's fields.
+Detection operators (one key each, combinable): ``all``, ``any``, ``same_turn``, ``not``, ``keyword``,
+``regex``, ``semantic``, ``position``, ``question``, ``item``, ``sequence``. An optional top-level
+``calibration`` section (written by ``callqa calibrate``) holds fitted threshold shifts and
+confidence curves per item. See docs/checklists.md for every field.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ POLARITIES = ("present", "absent")
 OPERATOR_FIELDS: dict[str, set[str] | None] = {
     "all": None,
     "any": None,
+    "same_turn": None,
     "not": None,
     "keyword": {"words", "speaker"},
     "regex": {"patterns", "speaker"},
-    "semantic": {"positive", "negative", "threshold", "margin", "speaker"},
+    "semantic": {"positive", "negative", "threshold", "margin", "speaker", "unit"},
     "position": {"first_turns", "last_turns", "speaker"},
     "question": None,
     "item": None,
-    "sequence": {"trigger", "response", "within_turns", "require"},
+    "sequence": {"trigger", "response", "within_turns", "require", "trigger_speaker"},
 }
 
 
@@ -71,6 +73,16 @@ class Item:
 
 
 @dataclass(frozen=True)
+class ItemCalibration:
+    """What `callqa calibrate` fitted for one item (the checklist's `calibration` section)."""
+
+    threshold_shift: float = 0.0  # added to every semantic threshold of the item
+    slope: float | None = None  # confidence = sigmoid(slope * item_score + intercept)
+    intercept: float = 0.0
+    fit: dict[str, Any] = field(default_factory=dict)  # provenance and metrics, kept as written
+
+
+@dataclass(frozen=True)
 class Checklist:
     id: str
     version: int
@@ -78,6 +90,7 @@ class Checklist:
     items: tuple[Item, ...]
     source: str = ""  # the YAML text, stored with verdicts so reports read the version they were made with
     description: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, ItemCalibration] = field(default_factory=dict)
 
     def item(self, item_id: str) -> Item:
         for it in self.items:
@@ -149,7 +162,7 @@ class _Validator:
             self.fail(node, where, f"unknown operator '{op}' (known: {', '.join(OPERATOR_FIELDS)})")
         arg = node[op]
         here = f"{where}.{op}"
-        if op in ("all", "any"):
+        if op in ("all", "any", "same_turn"):
             if not isinstance(arg, list) or not arg:
                 self.fail(node, here, "takes a non-empty list of operators")
             for i, sub in enumerate(arg):
@@ -161,6 +174,7 @@ class _Validator:
             values = arg.get(key) if isinstance(arg, dict) else arg
             if isinstance(arg, dict):
                 self.keys(arg, here, {key}, OPERATOR_FIELDS[op] - {key})
+                self.speaker(arg, here)
             if isinstance(values, str):
                 values = [values]
             if not isinstance(values, list) or not values:
@@ -177,13 +191,23 @@ class _Validator:
             self.keys(arg, here, {"positive"}, OPERATOR_FIELDS[op] - {"positive"})
             if not isinstance(arg["positive"], list) or not arg["positive"]:
                 self.fail(arg, f"{here}.positive", "needs a non-empty list of exemplar sentences")
-            thr = arg.get("threshold", 0.85)
-            if not isinstance(thr, int | float) or not 0 < thr < 1:
-                self.fail(arg, f"{here}.threshold", "must be a number between 0 and 1")
+            if not isinstance(arg.get("negative", []), list):
+                self.fail(arg, f"{here}.negative", "must be a list of exemplar sentences")
+            for key, lo in (("threshold", 0.0), ("margin", -1.0)):
+                val = arg.get(key, 0.85 if key == "threshold" else 0.0)
+                if not _is_number(val) or not lo < val < 1:
+                    self.fail(arg, f"{here}.{key}", f"must be a number between {lo:g} and 1")
+            if arg.get("unit", "sentence") not in ("sentence", "turn"):
+                self.fail(arg, f"{here}.unit", "must be 'sentence' or 'turn'")
+            self.speaker(arg, here)
         elif op == "position":
             if not isinstance(arg, dict):
                 self.fail(node, here, "takes a mapping like {first_turns: 1}")
             self.keys(arg, here, set(), OPERATOR_FIELDS[op])
+            for key in ("first_turns", "last_turns"):
+                if key in arg and (not isinstance(arg[key], int) or isinstance(arg[key], bool) or arg[key] < 1):
+                    self.fail(arg, f"{here}.{key}", "must be a positive integer")
+            self.speaker(arg, here)
         elif op == "question":
             if not isinstance(arg, bool):
                 self.fail(node, here, "takes true or false")
@@ -198,6 +222,52 @@ class _Validator:
             self.operator(arg["response"], f"{here}.response")
             if arg.get("require", "every") not in ("every", "any"):
                 self.fail(arg, f"{here}.require", "must be 'every' or 'any'")
+            within = arg.get("within_turns", 2)
+            if not isinstance(within, int) or isinstance(within, bool) or within < 1:
+                self.fail(arg, f"{here}.within_turns", "must be a positive integer")
+            if arg.get("trigger_speaker", "customer") not in SPEAKERS:
+                self.fail(arg, f"{here}.trigger_speaker", f"must be one of {', '.join(SPEAKERS)}")
+
+    def speaker(self, arg: dict, here: str) -> None:
+        if arg.get("speaker", "agent") not in SPEAKERS:
+            self.fail(arg, f"{here}.speaker", f"must be one of {', '.join(SPEAKERS)}")
+
+
+def _is_number(val: Any) -> bool:
+    return isinstance(val, int | float) and not isinstance(val, bool)
+
+
+_CAL_FIELDS = {"threshold_shift", "slope", "intercept", "fit"}
+
+
+def _calibration(v: _Validator, raw: Any, ids: set[str]) -> dict[str, ItemCalibration]:
+    """The optional top-level `calibration:` section: item id → fitted shift and confidence curve."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        v.fail({}, "calibration", "must be a mapping of item id → {threshold_shift, slope, intercept, fit}")
+    out = {}
+    for iid, node in raw.items():
+        if iid == "__line__":
+            continue
+        where = f"calibration.{iid}"
+        if iid not in ids:
+            v.fail(raw, where, f"unknown item '{iid}'")
+        if not isinstance(node, dict):
+            v.fail(raw, where, "must be a mapping")
+        v.keys(node, where, set(), _CAL_FIELDS)
+        for key in ("threshold_shift", "slope", "intercept"):
+            if key in node and node[key] is not None and not _is_number(node[key]):
+                v.fail(node, f"{where}.{key}", "must be a number")
+        if abs(node.get("threshold_shift", 0.0)) >= 0.5:
+            v.fail(node, f"{where}.threshold_shift", "must be between -0.5 and 0.5")
+        fit = node.get("fit", {})
+        if not isinstance(fit, dict):
+            v.fail(node, f"{where}.fit", "must be a mapping")
+        out[iid] = ItemCalibration(float(node.get("threshold_shift", 0.0)),
+                                   None if node.get("slope") is None else float(node["slope"]),
+                                   float(node.get("intercept", 0.0)), _strip_lines(fit))
+    return out
 
 
 def _referenced_items(op: Any) -> list[str]:
@@ -221,7 +291,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
     v = _Validator(source)
     if not isinstance(raw, dict):
         raise ChecklistError(f"{source}: the top level must be a mapping with id, version and items")
-    v.keys(raw, "checklist", {"id", "version", "items"}, {"title", "description"})
+    v.keys(raw, "checklist", {"id", "version", "items"}, {"title", "description", "calibration"})
     if not isinstance(raw["version"], int) or raw["version"] < 1:
         v.fail(raw, "version", "must be a positive integer")
     if not isinstance(raw["items"], list) or not raw["items"]:
@@ -252,6 +322,14 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             v.fail(node, f"{where}.weight", "must be a number ≥ 0")
         if not isinstance(node.get("critical", False), bool):
             v.fail(node, f"{where}.critical", "must be true or false")
+        for key in ("applies_if", "fail_if"):
+            val = node.get(key)
+            if val is not None and not (isinstance(val, str) if key == "applies_if"
+                                        else isinstance(val, list) and all(isinstance(x, str) for x in val)):
+                v.fail(node, f"{where}.{key}", "must be an item id" if key == "applies_if" else "must list item ids")
+        limit = node.get("evidence_limit", 3)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            v.fail(node, f"{where}.evidence_limit", "must be a positive integer")
         v.operator(node["detect"], f"{where}.detect")
         items.append(Item(
             id=iid, title=v.text(node, "title", where), description=v.text(node, "description", where, False),
@@ -271,6 +349,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
     return Checklist(
         id=str(raw["id"]), version=int(raw["version"]), title=v.text(raw, "title", "checklist", False),
         description=v.text(raw, "description", "checklist", False), items=tuple(items), source=text,
+        calibration=_calibration(v, raw.get("calibration"), ids),
     )
 
 
