@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
     _add_asr_args(e)
     e.set_defaults(func=cmd_eval)
+    from callqa.pipelines.report_cli import add_report_commands
+
+    add_report_commands(sub)
     return p
 
 

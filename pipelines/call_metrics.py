@@ -1,0 +1,137 @@
+"""Conversation metrics from a call's segments: talk ratio, longest customer monologue, silence
+share, interruptions and the agent's speech rate.
+
+- talk ratio: the agent's speaking time over both speakers' speaking time.
+- longest customer monologue: the longest stretch of customer speech with no agent speech in it
+  (customer segments separated by a pause shorter than `join_gap` join into one stretch).
+- silence share: share of the call's duration in which nobody speaks.
+- interruptions: a segment that starts while the other speaker's segment is still running by
+  more than `min_overlap` seconds (counted for the speaker who cuts in).
+- speech rate: the agent's words per minute of speaking time; a Chinese character counts as a
+  word (so Mandarin reads as characters per minute), and rates are kept per language.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import duckdb
+
+from callqa.records import Segment
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+
+
+def count_words(text: str) -> int:
+    """Latin words plus CJK characters."""
+    return len(_CJK.findall(text)) + len(_WORD.findall(_CJK.sub(" ", text)))
+
+
+def _union_length(spans: Iterable[tuple[float, float]]) -> float:
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted(spans):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+@dataclass(frozen=True)
+class CallMetrics:
+    duration_s: float
+    agent_talk_s: float
+    customer_talk_s: float
+    talk_ratio: float | None  # agent share of talk time, 0-1
+    longest_customer_monologue_s: float
+    silence_share: float | None  # 0-1
+    interruptions_by_agent: int
+    interruptions_by_customer: int
+    agent_words: int
+    agent_words_per_min: float | None
+
+
+def call_metrics(segments: list[Segment], duration_s: float | None = None, join_gap: float = 1.0,
+                 min_overlap: float = 0.3) -> CallMetrics:
+    segs = sorted((s for s in segments if s.end > s.start), key=lambda s: (s.start, s.end))
+    duration = max(duration_s or 0.0, max((s.end for s in segs), default=0.0))
+    agent = [(s.start, s.end) for s in segs if s.speaker == "agent"]
+    customer = [(s.start, s.end) for s in segs if s.speaker == "customer"]
+    agent_talk, customer_talk = _union_length(agent), _union_length(customer)
+    talk = agent_talk + customer_talk
+    speech = _union_length((s.start, s.end) for s in segs)
+    longest, run_start, run_end = 0.0, None, None
+    for s in segs:
+        if s.speaker == "customer":
+            if run_end is not None and s.start - run_end <= join_gap:
+                run_end = max(run_end, s.end)
+            else:
+                run_start, run_end = s.start, s.end
+            longest = max(longest, run_end - run_start)
+        elif s.speaker == "agent":
+            run_start = run_end = None
+    interrupts = {"agent": 0, "customer": 0}
+    for i, s in enumerate(segs):
+        if s.speaker not in interrupts:
+            continue
+        if any(o.speaker not in (s.speaker, "unknown") and o.start < s.start and o.end - s.start > min_overlap
+               for o in segs[:i]):
+            interrupts[s.speaker] += 1
+    words = sum(count_words(s.text) for s in segs if s.speaker == "agent")
+    return CallMetrics(
+        round(duration, 2), round(agent_talk, 2), round(customer_talk, 2),
+        round(agent_talk / talk, 3) if talk else None, round(longest, 2),
+        round(max(0.0, 1.0 - speech / duration), 3) if duration else None,
+        interrupts["agent"], interrupts["customer"], words,
+        round(60.0 * words / agent_talk, 1) if agent_talk else None,
+    )
+
+
+def load_segments(con: duckdb.DuckDBPyConnection, recording_id: str) -> list[Segment]:
+    rows = con.execute("SELECT speaker, start_s, end_s, text, confidence FROM segments WHERE recording_id = ? "
+                       "ORDER BY seg_idx", [recording_id]).fetchall()
+    return [Segment(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class AgentMetrics:
+    agent_id: str
+    calls: int
+    talk_ratio: float | None  # mean over calls
+    longest_customer_monologue_s: float  # the longest in any call
+    silence_share: float | None  # mean over calls
+    interruptions_by_agent: int  # total
+    interruptions_by_customer: int
+    words_per_min: dict[str, float]  # language → mean agent rate
+
+
+def agent_metrics(per_call: list[tuple[str, str | None, CallMetrics]]) -> list[AgentMetrics]:
+    """Aggregate (agent, language, metrics) rows per agent, sorted by agent."""
+    by_agent: dict[str, list[tuple[str | None, CallMetrics]]] = {}
+    for agent, lang, m in per_call:
+        by_agent.setdefault(agent, []).append((lang, m))
+    out = []
+    for agent, rows in sorted(by_agent.items()):
+        ms = [m for _, m in rows]
+        ratios = [m.talk_ratio for m in ms if m.talk_ratio is not None]
+        silence = [m.silence_share for m in ms if m.silence_share is not None]
+        rates: dict[str, list[float]] = {}
+        for lang, m in rows:
+            if m.agent_words_per_min is not None:
+                rates.setdefault(lang or "?", []).append(m.agent_words_per_min)
+        out.append(AgentMetrics(
+            agent, len(ms), round(statistics.mean(ratios), 3) if ratios else None,
+            max((m.longest_customer_monologue_s for m in ms), default=0.0),
+            round(statistics.mean(silence), 3) if silence else None,
+            sum(m.interruptions_by_agent for m in ms), sum(m.interruptions_by_customer for m in ms),
+            {lang: round(statistics.mean(v), 1) for lang, v in sorted(rates.items())},
+        ))
+    return out

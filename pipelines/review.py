@@ -1,0 +1,275 @@
+"""Human review: QA leads override automatic verdicts; reports use the latest override.
+
+Every override is a new row of `verdict_reviews` (who, when, why), so the history is kept; the
+latest row for a (recording, checklist id, checklist version, item) is the human verdict. A
+reviewer who agrees with the machine records the same verdict: that counts toward agreement.
+
+Agreement between the automatic verdict and the latest human verdict is reported per item as
+raw agreement and Cohen's kappa over the categories pass / fail / na.
+
+`ensure_review_schema` creates the table (`CREATE TABLE IF NOT EXISTS`); it is meant to move into
+the store's migration list later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+VERDICTS = ("pass", "fail", "na")
+
+REVIEW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS verdict_reviews (
+    review_id         BIGINT PRIMARY KEY,        -- increasing: the highest per verdict key is the current one
+    recording_id      VARCHAR NOT NULL,
+    checklist_id      VARCHAR NOT NULL,
+    checklist_version INTEGER NOT NULL,
+    item_id           VARCHAR NOT NULL,
+    verdict           VARCHAR NOT NULL,          -- the human verdict: pass | fail | na
+    auto_verdict      VARCHAR,                   -- the automatic verdict when the review was made
+    reviewer          VARCHAR NOT NULL,
+    comment           VARCHAR,
+    created_at        TIMESTAMPTZ DEFAULT current_timestamp
+);
+"""
+
+_EMPTY_REVIEWS = (
+    "(SELECT NULL::BIGINT AS review_id, NULL::VARCHAR AS recording_id, NULL::VARCHAR AS checklist_id, "
+    "NULL::INTEGER AS checklist_version, NULL::VARCHAR AS item_id, NULL::VARCHAR AS verdict, "
+    "NULL::VARCHAR AS auto_verdict, NULL::VARCHAR AS reviewer, NULL::VARCHAR AS comment, "
+    "NULL::TIMESTAMPTZ AS created_at LIMIT 0)"
+)
+
+
+def ensure_review_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(REVIEW_SCHEMA)
+
+
+def has_reviews_table(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'verdict_reviews'"
+    ).fetchone()[0] > 0
+
+
+def reviews_relation(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL for the reviews table, or an empty relation of the same shape on a database that has none."""
+    return "verdict_reviews" if has_reviews_table(con) else _EMPTY_REVIEWS
+
+
+def effective_verdicts_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """A SELECT of every stored verdict with the latest human override applied (`verdict`), next to
+    the machine's (`auto_verdict`) and the human one (`human_verdict`, NULL when not reviewed)."""
+    return f"""
+        WITH latest AS (
+            SELECT * FROM {reviews_relation(con)}
+            QUALIFY row_number() OVER (PARTITION BY recording_id, checklist_id, checklist_version, item_id
+                                       ORDER BY review_id DESC) = 1
+        )
+        SELECT v.recording_id, v.checklist_id, v.checklist_version, v.item_id,
+               coalesce(l.verdict, v.verdict) AS verdict, v.verdict AS auto_verdict, l.verdict AS human_verdict,
+               l.reviewer, l.comment, l.created_at AS reviewed_at, v.confidence, v.evidence, v.reason
+        FROM item_verdicts v
+        LEFT JOIN latest l ON l.recording_id = v.recording_id AND l.checklist_id = v.checklist_id
+             AND l.checklist_version = v.checklist_version AND l.item_id = v.item_id
+    """
+
+
+def resolve_recording(con: duckdb.DuckDBPyConnection, call: str) -> str:
+    """A recording id from a call id, a full recording id or a unique prefix (at least 8 characters)."""
+    rows = con.execute("SELECT recording_id FROM recordings WHERE call_id = ? OR recording_id = ?",
+                       [call, call]).fetchall()
+    if not rows and len(call) >= 8:
+        rows = con.execute("SELECT recording_id FROM recordings WHERE starts_with(recording_id, ?)",
+                           [call.lower()]).fetchall()
+    ids = sorted({r[0] for r in rows})
+    if not ids:
+        raise ValueError(f"no call or recording {call!r} in the database")
+    if len(ids) > 1:
+        raise ValueError(f"{call!r} names {len(ids)} recordings; use the recording id")
+    return ids[0]
+
+
+def _checklist_version(con: duckdb.DuckDBPyConnection, recording_id: str, checklist_id: str,
+                       version: int | None) -> int:
+    if version is not None:
+        return version
+    row = con.execute("SELECT max(checklist_version) FROM item_verdicts WHERE recording_id = ? AND checklist_id = ?",
+                      [recording_id, checklist_id]).fetchone()
+    if row[0] is None:
+        raise ValueError(f"recording {recording_id[:12]} has no verdicts under checklist {checklist_id!r}")
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class Review:
+    review_id: int
+    recording_id: str
+    call_id: str | None
+    agent_id: str | None
+    checklist_id: str
+    checklist_version: int
+    item_id: str
+    verdict: str
+    auto_verdict: str | None
+    reviewer: str
+    comment: str | None
+    created_at: object
+
+
+def add_review(con: duckdb.DuckDBPyConnection, call: str, item_id: str, verdict: str, reviewer: str,
+               comment: str = "", checklist_id: str = "sales_core", version: int | None = None) -> Review:
+    """Record a human verdict for one item of one call (a new history row; the latest one counts)."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+    if not reviewer.strip():
+        raise ValueError("a review needs a reviewer name")
+    ensure_review_schema(con)
+    rid = resolve_recording(con, call)
+    version = _checklist_version(con, rid, checklist_id, version)
+    auto = con.execute(
+        "SELECT verdict FROM item_verdicts WHERE recording_id = ? AND checklist_id = ? AND checklist_version = ? "
+        "AND item_id = ?", [rid, checklist_id, version, item_id],
+    ).fetchone()
+    if auto is None:
+        items = [r[0] for r in con.execute(
+            "SELECT item_id FROM item_verdicts WHERE recording_id = ? AND checklist_id = ? AND checklist_version = ? "
+            "ORDER BY item_id", [rid, checklist_id, version]).fetchall()]
+        raise ValueError(f"no verdict for item {item_id!r} on this call; items: {', '.join(items)}")
+    next_id = con.execute("SELECT coalesce(max(review_id), 0) + 1 FROM verdict_reviews").fetchone()[0]
+    con.execute(
+        "INSERT INTO verdict_reviews (review_id, recording_id, checklist_id, checklist_version, item_id, verdict, "
+        "auto_verdict, reviewer, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [next_id, rid, checklist_id, version, item_id, verdict, auto[0], reviewer.strip(), comment or None],
+    )
+    return list_reviews(con, review_id=next_id)[0]
+
+
+def list_reviews(con: duckdb.DuckDBPyConnection, call: str | None = None, item_id: str | None = None,
+                 current_only: bool = False, review_id: int | None = None) -> list[Review]:
+    """Reviews, newest first; `current_only` keeps the latest per verdict key (the ones reports use)."""
+    where, params = [], []
+    if call:
+        where.append("r.recording_id = ?")
+        params.append(resolve_recording(con, call))
+    if item_id:
+        where.append("r.item_id = ?")
+        params.append(item_id)
+    if review_id is not None:
+        where.append("r.review_id = ?")
+        params.append(review_id)
+    qualify = ("QUALIFY row_number() OVER (PARTITION BY r.recording_id, r.checklist_id, r.checklist_version, "
+               "r.item_id ORDER BY r.review_id DESC) = 1") if current_only else ""
+    rows = con.execute(
+        f"SELECT r.review_id, r.recording_id, rec.call_id, rec.agent_id, r.checklist_id, r.checklist_version, "
+        f"r.item_id, r.verdict, r.auto_verdict, r.reviewer, r.comment, r.created_at "
+        f"FROM {reviews_relation(con)} r LEFT JOIN recordings rec ON rec.recording_id = r.recording_id "
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} {qualify} ORDER BY r.review_id DESC", params,
+    ).fetchall()
+    return [Review(*r) for r in rows]
+
+
+def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Cohen's kappa of (rater A, rater B) pairs; None with no pairs; 1.0 when both agree on one category."""
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    ca, cb = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
+    if expected >= 1.0:
+        return 1.0 if observed == 1.0 else 0.0
+    return (observed - expected) / (1.0 - expected)
+
+
+@dataclass(frozen=True)
+class ItemAgreement:
+    item_id: str
+    reviewed: int
+    agreed: int
+    raw_agreement: float | None
+    kappa: float | None
+    confusion: dict[str, int]  # "auto->human": count
+
+
+def agreement(con: duckdb.DuckDBPyConnection, checklist_id: str = "sales_core", version: int | None = None,
+              week: str | None = None) -> list[ItemAgreement]:
+    """Per item: how often the automatic verdict equals the current human one, and Cohen's kappa."""
+    from callqa.pipelines.scorecard import WEEK_EXPR, latest_checklist_version
+
+    version = version or latest_checklist_version(con, checklist_id)
+    items = _item_ids(con, checklist_id, version)
+    params: list = [checklist_id, version]
+    week_filter = ""
+    if week:
+        week_filter = f"AND {WEEK_EXPR} = ?"
+        params.append(week)
+    rows = con.execute(
+        f"SELECT e.item_id, e.auto_verdict, e.human_verdict FROM ({effective_verdicts_sql(con)}) e "
+        f"JOIN recordings r ON r.recording_id = e.recording_id "
+        f"WHERE e.checklist_id = ? AND e.checklist_version = ? AND e.human_verdict IS NOT NULL {week_filter}", params,
+    ).fetchall()
+    by_item: dict[str, list[tuple[str, str]]] = {}
+    for item, auto, human in rows:
+        by_item.setdefault(item, []).append((auto, human))
+    out = []
+    for item in items:
+        pairs = by_item.get(item, [])
+        agreed = sum(a == h for a, h in pairs)
+        k = cohen_kappa(pairs)
+        out.append(ItemAgreement(item, len(pairs), agreed, round(agreed / len(pairs), 3) if pairs else None,
+                                 None if k is None else round(k, 3), dict(Counter(f"{a}->{h}" for a, h in pairs))))
+    return out
+
+
+def _item_ids(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int | None) -> list[str]:
+    row = con.execute("SELECT items FROM checklists WHERE checklist_id = ? AND version = ?",
+                      [checklist_id, version]).fetchone()
+    return [it["id"] for it in json.loads(row[0])] if row else []
+
+
+def format_agreement(stats: list[ItemAgreement]) -> str:
+    lines = [f"{'item':<20} {'reviewed':>8} {'agreed':>6} {'raw':>6} {'kappa':>6}  confusion (auto->human)"]
+    for s in stats:
+        raw = "-" if s.raw_agreement is None else f"{s.raw_agreement:.2f}"
+        kappa = "-" if s.kappa is None else f"{s.kappa:.2f}"
+        conf = ", ".join(f"{k}:{v}" for k, v in sorted(s.confusion.items()))
+        lines.append(f"{s.item_id:<20} {s.reviewed:>8} {s.agreed:>6} {raw:>6} {kappa:>6}  {conf}")
+    return "\n".join(lines)
+
+
+def label_to_verdict(polarity: str, label: bool | None) -> str:
+    """A manifest label as the verdict a reviewer gives (inverse of evaluate.predicted_label)."""
+    if label is None:
+        return "na"
+    return ("pass" if label else "fail") if polarity == "present" else ("fail" if label else "pass")
+
+
+def import_labels(con: duckdb.DuckDBPyConnection, manifest: str | Path, reviewer: str = "labels",
+                  checklist_id: str = "sales_core", version: int | None = None) -> int:
+    """Record a labelled manifest's `labels` as human reviews (matched by call_id); returns how many."""
+    from callqa.pipelines.batch import read_manifest
+
+    ensure_review_schema(con)
+    n = 0
+    for row in read_manifest(Path(manifest)):
+        labels, call_id = row.get("labels"), row.get("call_id")
+        if not labels or not call_id:
+            continue
+        try:
+            rid = resolve_recording(con, str(call_id))
+            ver = _checklist_version(con, rid, checklist_id, version)
+        except ValueError:
+            continue
+        items = con.execute("SELECT items FROM checklists WHERE checklist_id = ? AND version = ?",
+                            [checklist_id, ver]).fetchone()
+        polarity = {it["id"]: it.get("polarity", "present") for it in json.loads(items[0])} if items else {}
+        for item_id, label in labels.items():
+            if item_id in polarity:
+                add_review(con, rid, item_id, label_to_verdict(polarity[item_id], label), reviewer,
+                           f"label from {Path(manifest).name}", checklist_id, ver)
+                n += 1
+    return n
