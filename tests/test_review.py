@@ -1,0 +1,101 @@
+"""Human review: overrides kept as history, used by reports, agreement statistics (real DuckDB)."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from tests.reportdb import dev_db_copy
+
+
+@pytest.fixture()
+def db(tmp_path_factory, shared_data):
+    return dev_db_copy(tmp_path_factory, "review")
+
+
+def test_cohen_kappa_known_values():
+    from callqa.pipelines.review import cohen_kappa
+
+    # 20 pairs: 9 pass/pass, 6 fail/fail, 3 pass/fail, 2 fail/pass → po 0.75, pe 0.6*0.55+0.4*0.45 = 0.51
+    pairs = [("pass", "pass")] * 9 + [("fail", "fail")] * 6 + [("pass", "fail")] * 3 + [("fail", "pass")] * 2
+    assert cohen_kappa(pairs) == pytest.approx((0.75 - 0.51) / (1 - 0.51))
+    assert cohen_kappa([("pass", "pass")] * 5) == 1.0
+    assert cohen_kappa([("pass", "fail"), ("fail", "pass")]) == pytest.approx(-1.0)
+    assert cohen_kappa([]) is None
+
+
+def test_override_changes_the_report_and_keeps_history(db):
+    from callqa.pipelines.report_data import load_dataset, week_summary
+    from callqa.pipelines.review import add_review, list_reviews
+
+    with duckdb.connect(str(db)) as con:
+        before = load_dataset(con)
+        d021 = next(c for c in before.calls if c.call_id == "D021")
+        assert d021.verdicts["greeting"].verdict == "fail"
+        a03 = next(a for a in week_summary(before, d021.week).agents if a.agent_id == "A03")
+        add_review(con, "D021", "greeting", "pass", "lee", "said her name, ASR dropped it")
+        add_review(con, "D021", "greeting", "pass", "kim", "confirmed")
+        after = load_dataset(con)
+        v = next(c for c in after.calls if c.call_id == "D021").verdicts["greeting"]
+        assert (v.verdict, v.auto_verdict, v.human_verdict, v.reviewer) == ("pass", "fail", "pass", "kim")
+        a03_after = next(a for a in week_summary(after, d021.week).agents if a.agent_id == "A03")
+        assert a03_after.passed["greeting"] == a03.passed["greeting"] + 1
+        assert a03_after.score > a03.score
+        history = list_reviews(con, "D021")
+        assert [(r.reviewer, r.comment) for r in history] == [("kim", "confirmed"),
+                                                              ("lee", "said her name, ASR dropped it")]
+        assert len(list_reviews(con, "D021", current_only=True)) == 1
+        # a later review back to the machine's verdict restores it
+        add_review(con, "D021", "greeting", "fail", "lee", "listened again: store name only")
+        assert next(c for c in load_dataset(con).calls if c.call_id == "D021").verdicts["greeting"].verdict == "fail"
+
+
+def test_bad_reviews_are_refused(db):
+    from callqa.pipelines.review import add_review
+
+    with duckdb.connect(str(db)) as con:
+        with pytest.raises(ValueError, match="no call or recording"):
+            add_review(con, "D999", "greeting", "pass", "lee")
+        with pytest.raises(ValueError, match="no verdict for item"):
+            add_review(con, "D001", "greting", "pass", "lee")
+        with pytest.raises(ValueError, match="verdict must be"):
+            add_review(con, "D001", "greeting", "ok", "lee")
+        with pytest.raises(ValueError, match="reviewer"):
+            add_review(con, "D001", "greeting", "pass", " ")
+
+
+def test_agreement_against_the_labels_matches_eval(db, shared_data, checklist):
+    """Labels imported as reviews: raw agreement per item equals what `callqa eval` counts."""
+    from callqa.pipelines.evaluate import predicted_label
+    from callqa.pipelines.review import agreement, import_labels
+
+    from tests.conftest import dev_calls
+
+    with duckdb.connect(str(db)) as con:
+        assert import_labels(con, shared_data / "dev" / "calls.jsonl") == 180
+        stats = {s.item_id: s for s in agreement(con)}
+        from callqa.records import ItemVerdict
+
+        rows = con.execute("SELECT r.call_id, v.item_id, v.verdict FROM item_verdicts v "
+                           "JOIN recordings r USING (recording_id)").fetchall()
+    auto = {(c, i): v for c, i, v in rows}
+    for item in ("greeting", "usage_scenario", "forbidden_phrase", "objection_resolved"):
+        agree = sum(predicted_label(checklist, ItemVerdict(item, auto[(r["call_id"], item)], 1.0))
+                    == r["labels"][item] for r in dev_calls())
+        assert stats[item].reviewed == 30 and stats[item].agreed == agree
+        assert stats[item].kappa is not None and -1.0 <= stats[item].kappa <= 1.0
+    assert stats["forbidden_phrase"].kappa == pytest.approx(1.0)
+
+
+def test_cli_review_set_list_stats(db, capsys):
+    from callqa.pipelines.cli import main
+
+    assert main(["review", "set", "--db", str(db), "--call", "D030", "--item", "usage_scenario", "--verdict",
+                 "pass", "--reviewer", "lee", "--comment", "asks who uses it"]) == 0
+    assert "D030 usage_scenario" in capsys.readouterr().out
+    assert main(["review", "list", "--db", str(db)]) == 0
+    assert "lee: asks who uses it" in capsys.readouterr().out
+    assert main(["review", "stats", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "usage_scenario" in out and "kappa" in out
+    assert main(["review", "set", "--db", str(db), "--call", "D030"]) == 2
