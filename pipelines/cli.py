@@ -151,6 +151,17 @@ def _eval_from_audio(args: argparse.Namespace, checklist, rows: list[dict]) -> l
     return results
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from callqa.pipelines.calibrate import format_calibration, result_dict, run_calibration
+    from callqa.pipelines.flows import make_engine
+    from callqa.qa_rules.checklist import load_checklist
+
+    checklist = load_checklist(args.checklist)
+    result, out, _ = run_calibration(checklist, args.manifest, make_engine(checklist).embedder, args.out, args.folds)
+    print(json.dumps(result_dict(result, out), indent=2) if args.json else f"{format_calibration(result)}\nwrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="callqa", description="Offline quality analysis of recorded sales calls (Mandarin and English).",
@@ -194,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
     _add_asr_args(e)
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("calibrate", help="fit checklist thresholds and confidences on labelled calls",
+                       description="Fit each item's semantic threshold shift (best F1, ties to no change) and a "
+                       "logistic confidence curve on the manifest's labelled reference transcripts, report "
+                       "train and K-fold cross-validated F1, and write the checklist as version N+1 with a "
+                       "`calibration:` section.")
+    c.add_argument("--manifest", type=Path, required=True, help="JSONL/CSV manifest with labels and turns")
+    c.add_argument("--out", type=Path, default=None, help="new version file (default: ./<id>.v<N+1>.yaml)")
+    c.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path to start from")
+    c.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_calibrate)
     from callqa.pipelines.report_cli import add_report_commands
 
     add_report_commands(sub)
