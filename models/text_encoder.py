@@ -380,7 +380,10 @@ def _replace_dir(tmp: Path, final: Path, stamp: dict[str, Any]) -> None:
         if _is_current(final, stamp):  # another process finished first
             return
         stale = final.with_name(f".{final.name}-stale-{os.getpid()}")
-        final.rename(stale)
+        try:
+            final.rename(stale)
+        except FileNotFoundError:  # another process moved it first
+            pass
         shutil.rmtree(stale, ignore_errors=True)
     try:
         tmp.rename(final)

