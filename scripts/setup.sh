@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --test: also what the test suite needs beyond Python packages (headless Chromium for the
+# browser test of the HTML report), from Debian's packages.
+WITH_TESTS=0
+[[ ${1:-} == --test ]] && WITH_TESTS=1
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
@@ -35,5 +40,10 @@ if [[ ! -f ${PREFECT_HOME:-$HOME/.prefect}/.callqa-db-ready ]]; then
   echo "[setup] creating Prefect's local database (once)"
   "$VENV/bin/prefect" server database upgrade -y >/dev/null
   mkdir -p "${PREFECT_HOME:-$HOME/.prefect}" && touch "${PREFECT_HOME:-$HOME/.prefect}/.callqa-db-ready"
+fi
+if ((WITH_TESTS)) && ! command -v chromium >/dev/null 2>&1; then
+  echo "[setup] installing headless Chromium for the report's browser test (Debian package)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 echo "[setup] ready: $VENV/bin/callqa --help"
