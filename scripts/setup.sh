@@ -41,9 +41,9 @@ if [[ ! -f ${PREFECT_HOME:-$HOME/.prefect}/.callqa-db-ready ]]; then
   "$VENV/bin/prefect" server database upgrade -y >/dev/null
   mkdir -p "${PREFECT_HOME:-$HOME/.prefect}" && touch "${PREFECT_HOME:-$HOME/.prefect}/.callqa-db-ready"
 fi
-if ((WITH_TESTS)) && ! command -v chromium >/dev/null 2>&1; then
-  echo "[setup] installing headless Chromium for the report's browser test (Debian package)"
+if ((WITH_TESTS)) && { ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "noto sans cjk"; }; then
+  echo "[setup] installing headless Chromium and CJK fonts for the report's browser test (Debian packages)"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
 fi
 echo "[setup] ready: $VENV/bin/callqa --help"
