@@ -37,26 +37,35 @@ class Context:
     def __init__(self, utts: list[Utterance], embedder: TextEmbedder | None, exemplar_cache: dict):
         self.utts = utts
         self.embedder = embedder
-        self._utt_vecs: np.ndarray | None = None
-        self._turn_vecs: dict[str, tuple[list[int], np.ndarray]] = {}
+        self._utt_vecs: dict[int, np.ndarray] = {}
+        self._turn_vecs: dict[tuple[str, int], np.ndarray] = {}
         self._exemplars = exemplar_cache
         self.item_matches: dict[str, Match] = {}
         self.threshold_shift = 0.0  # set per item from the checklist's calibration
 
-    def universe(self, speaker: str) -> list[int]:
-        return [u.index for u in self.utts if speaker == "any" or u.speaker == speaker]
+    def universe(self, speaker: str, within: set[int] | None = None) -> list[int]:
+        return [u.index for u in self.utts
+                if (speaker == "any" or u.speaker == speaker) and (within is None or u.index in within)]
 
-    def utt_vectors(self) -> np.ndarray:
-        if self._utt_vecs is None:
-            self._utt_vecs = self._embed([u.text for u in self.utts])
-        return self._utt_vecs
+    def utt_vectors(self, idx: list[int]) -> np.ndarray:
+        """Embeddings of the utterances `idx`, computed only when a semantic rule needs them."""
+        missing = [i for i in idx if i not in self._utt_vecs]
+        if missing:
+            self._utt_vecs.update(zip(missing, self._embed([self.utts[i].text for i in missing]), strict=True))
+        return np.stack([self._utt_vecs[i] for i in idx])
 
-    def turn_vectors(self, speaker: str) -> tuple[list[int], np.ndarray]:
-        """(turn numbers, one embedding per whole turn) for `speaker`."""
-        if speaker not in self._turn_vecs:
-            texts = turn_texts(self.utts, speaker)
-            self._turn_vecs[speaker] = (list(texts), self._embed(list(texts.values())))
-        return self._turn_vecs[speaker]
+    def turn_vectors(self, speaker: str, within: set[int] | None = None) -> tuple[list[int], np.ndarray]:
+        """(turn numbers, one embedding per whole turn) for `speaker`'s turns that hold a `within` utterance."""
+        texts = turn_texts(self.utts, speaker)
+        if within is not None:
+            wanted = {self.utts[i].turn for i in within}
+            texts = {t: x for t, x in texts.items() if t in wanted}
+        missing = [t for t in texts if (speaker, t) not in self._turn_vecs]
+        if missing:
+            vecs = self._embed([texts[t] for t in missing])
+            self._turn_vecs.update({(speaker, t): v for t, v in zip(missing, vecs, strict=True)})
+        turns = list(texts)
+        return turns, (np.stack([self._turn_vecs[(speaker, t)] for t in turns]) if turns else np.zeros((0, 1)))
 
     def exemplar_vectors(self, texts: tuple[str, ...]) -> np.ndarray:
         if texts not in self._exemplars:
@@ -89,49 +98,65 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(text))
 
 
-def evaluate(op: dict[str, Any], ctx: Context, speaker: str) -> Match:
-    """Evaluate one detection operator over the utterances of `speaker`."""
+def _costly(op: Any) -> bool:
+    """Whether an operator (or one inside it) embeds text: evaluated last, on fewer candidates."""
+    if isinstance(op, dict):
+        return any(k in ("semantic", "sequence") or _costly(v) for k, v in op.items())
+    return isinstance(op, list) and any(_costly(v) for v in op)
+
+
+def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | None = None) -> Match:
+    """Evaluate one detection operator over the utterances of `speaker` (only those in `within`, if given:
+    `all` passes what its cheap parts matched to its costly ones, so fewer sentences are embedded)."""
     ((name, arg),) = op.items()
     if name == "all":
-        parts = [evaluate(sub, ctx, speaker) for sub in arg]
-        common = set(parts[0].hits).intersection(*(p.hits for p in parts[1:]))
-        return Match({i: min(p.hits[i] for p in parts) for i in common}, near_miss=max(p.near_miss for p in parts))
+        parts: list[Match] = []
+        cand = within
+        for sub in sorted(arg, key=_costly):
+            parts.append(evaluate(sub, ctx, speaker, cand))
+            cand = set(parts[-1].hits) if cand is None else cand & set(parts[-1].hits)
+            if not cand:
+                break
+        if not cand:
+            return Match(near_miss=max(p.near_miss for p in parts))
+        return Match({i: min(p.hits[i] for p in parts) for i in cand}, near_miss=max(p.near_miss for p in parts))
     if name == "any":
         out = Match()
-        for sub in arg:
-            m = evaluate(sub, ctx, speaker)
+        for sub in sorted(arg, key=_costly):
+            rest = set(ctx.universe("any", within)) - set(out.hits)  # already matched: no need to embed
+            m = evaluate(sub, ctx, speaker, rest if _costly(sub) and out.hits else within)
             for i, s in m.hits.items():
                 out.hits[i] = max(s, out.hits.get(i, 0.0))
             out.near_miss = max(out.near_miss, m.near_miss)
         return out
     if name == "same_turn":
-        return _same_turn([evaluate(sub, ctx, speaker) for sub in arg], ctx)
+        return _same_turn([evaluate(sub, ctx, speaker, within) for sub in arg], ctx)
     if name == "not":
-        inner = evaluate(arg, ctx, speaker)
-        return Match({i: 1.0 for i in ctx.universe(speaker) if i not in inner.hits})
+        inner = evaluate(arg, ctx, speaker, within)
+        return Match({i: 1.0 for i in ctx.universe(speaker, within) if i not in inner.hits})
     if name == "keyword":
         words = [w.lower() for w in _as_list(arg, "words")]
-        return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker))
+        return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker), within)
                       if any(w in ctx.utts[i].text.lower() for w in words)})
     if name == "regex":
         pats = [_compile(p) for p in _as_list(arg, "patterns")]
-        return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker))
+        return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker), within)
                       if any(p.search(ctx.utts[i].text) for p in pats)})
     if name == "question":
-        return Match({i: 1.0 for i in ctx.universe(speaker) if is_question(ctx.utts[i].text) == arg})
+        return Match({i: 1.0 for i in ctx.universe(speaker, within) if is_question(ctx.utts[i].text) == arg})
     if name == "position":
         first, last = arg.get("first_turns"), arg.get("last_turns")
         idx = ctx.universe(_speaker(arg, speaker))
         n_turns = max((ctx.utts[i].speaker_turn for i in idx), default=-1) + 1
-        return Match({i: 1.0 for i in idx
+        return Match({i: 1.0 for i in idx if within is None or i in within
                       if (first is None or ctx.utts[i].speaker_turn < first)
                       and (last is None or ctx.utts[i].speaker_turn >= n_turns - last)})
     if name == "item":
         return ctx.item_matches.get(arg, Match())
     if name == "semantic":
-        return _semantic(arg, ctx, _speaker(arg, speaker))
+        return _semantic(arg, ctx, _speaker(arg, speaker), within)
     if name == "sequence":
-        return _sequence(arg, ctx, speaker)
+        return _sequence(arg, ctx, speaker, within)
     raise ValueError(f"unknown operator {name!r}")
 
 
@@ -149,18 +174,17 @@ def _same_turn(parts: list[Match], ctx: Context) -> Match:
     return out
 
 
-def _semantic(arg: dict[str, Any], ctx: Context, speaker: str) -> Match:
+def _semantic(arg: dict[str, Any], ctx: Context, speaker: str, within: set[int] | None = None) -> Match:
     """Similarity to positive exemplars, above `threshold` and ahead of the negatives by `margin`.
 
     `unit: turn` compares each whole turn (all its sentences) and marks every sentence of a matching
     turn, for judgements about a reply as a whole (did the agent answer the objection?).
     """
     if arg.get("unit", "sentence") == "turn":
-        turns, vecs = ctx.turn_vectors(speaker)
-        keys = turns
+        keys, vecs = ctx.turn_vectors(speaker, within)
     else:
-        keys = ctx.universe(speaker)
-        vecs = ctx.utt_vectors()[keys] if keys else None
+        keys = ctx.universe(speaker, within)
+        vecs = ctx.utt_vectors(keys) if keys else None
     if not keys:
         return Match()
     thr = min(0.995, float(arg.get("threshold", DEFAULT_THRESHOLD)) + ctx.threshold_shift)
@@ -176,16 +200,19 @@ def _semantic(arg: dict[str, Any], ctx: Context, speaker: str) -> Match:
         elif neg is None or pos[k] >= neg[k]:
             near = max(near, float(pos[k] / thr))
     if arg.get("unit", "sentence") == "turn":
-        strength = {u.index: strength[u.turn] for u in ctx.utts if u.turn in strength and u.speaker == speaker}
+        strength = {u.index: strength[u.turn] for u in ctx.utts if u.turn in strength and u.speaker == speaker
+                    and (within is None or u.index in within)}
     return Match(strength, near_miss=near)
 
 
-def _sequence(arg: dict[str, Any], ctx: Context, speaker: str) -> Match:
+def _sequence(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[int] | None = None) -> Match:
     """A trigger (by default on the other speaker's side) answered within `within_turns` turns."""
     other = "customer" if speaker == "agent" else "agent" if speaker == "customer" else "any"
-    triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other))
-    responses = evaluate(arg["response"], ctx, speaker)
+    triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
     within = int(arg.get("within_turns", 2))
+    trigger_turn_nums = {ctx.utts[t].turn for t in triggers.hits}
+    window = {u.index for u in ctx.utts if any(t < u.turn <= t + within for t in trigger_turn_nums)}
+    responses = evaluate(arg["response"], ctx, speaker, window if within_ is None else window & within_)
     out = Match(near_miss=responses.near_miss)
     trigger_turns = sorted({ctx.utts[t].turn: t for t in sorted(triggers.hits, reverse=True)}.items())
     for turn, t in trigger_turns:

@@ -93,6 +93,18 @@ def test_call_score_weights_and_na(checklist, engine):
         ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    applies_if: b\n    detect: {keyword: [x]}\n",
          "unknown item 'b'"),
         ("!!python/object/apply:os.system ['echo hi']\n", "not valid YAML"),
+        ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    detect:\n      semantic: {positive: [hi], thr: 1}\n",
+         ":7: item 'a'.detect.semantic: unknown field 'thr'"),
+        ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    detect: {semantic: {positive: [hi], unit: call}}\n",
+         "semantic.unit: must be 'sentence' or 'turn'"),
+        ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    speaker: boss\n    detect: {keyword: [x]}\n",
+         "item 'a'.speaker: must be one of agent, customer, any"),
+        ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    detect: {keyword: [x]}\ncalibration:\n  b: {}\n",
+         "calibration.b: unknown item 'b'"),
+        ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    detect: {keyword: [x]}\n"
+         "calibration:\n  a: {threshold_shift: 0.9}\n", ":8: calibration.a.threshold_shift: must be between"),
+        ("id: x\nversion: 1\nitems:\n  - id: a\n    title: A\n    detect:\n      sequence: {trigger: {keyword: [x]}, "
+         "response: {keyword: [y]}, within_turns: 0}\n", "sequence.within_turns: must be a positive integer"),
     ],
 )
 def test_checklist_errors_name_file_line_and_field(yaml_text, expected):
@@ -100,3 +112,17 @@ def test_checklist_errors_name_file_line_and_field(yaml_text, expected):
         parse_checklist(yaml_text, source="team.yaml")
     assert str(err.value).startswith("team.yaml")
     assert expected in str(err.value)
+
+
+def test_same_turn_needs_both_parts_in_one_turn(engine):
+    one = Transcript((Segment("agent", 0, 2, "Hello!"), Segment("agent", 2, 4, "This is Dana from Northwind."),
+                      Segment("customer", 4, 6, "Hi.")), "en")
+    apart = Transcript((Segment("agent", 0, 2, "Hello!"), Segment("customer", 2, 4, "Hi."),
+                        Segment("agent", 4, 6, "This is Dana from Northwind.")), "en")
+    got = [next(v.verdict for v in engine.verdicts(t) if v.item_id == "greeting") for t in (one, apart)]
+    assert got == ["pass", "fail"]
+
+
+def test_bundled_checklist_items_are_bilingual(checklist):
+    for it in checklist.items:
+        assert {"zh", "en"} <= set(it.title) and {"zh", "en"} <= set(it.description), it.id
