@@ -190,7 +190,8 @@ def render_calibrated(result: CalibrationResult, source_name: str = "") -> str:
     """The checklist YAML as a new version (N+1) with a `calibration:` section; validated before return."""
     cl = result.checklist
     text = cl.source.rstrip("\n")
-    text = re.split(r"(?m)^calibration:", text)[0].rstrip("\n")  # re-calibrating replaces the old section
+    # re-calibrating replaces the old section and its header comment
+    text = re.split(r"(?m)^(?:# Written by `callqa calibrate`|calibration:)", text)[0].rstrip("\n")
     text, n = re.subn(r"(?m)^version:\s*\d+\s*$", f"version: {cl.version + 1}", text, count=1)
     if n != 1:
         raise ValueError(f"{cl.id}: no top-level 'version:' line to update")

@@ -94,8 +94,14 @@ def _compile(pattern: str) -> re.Pattern:
     return re.compile(pattern, re.IGNORECASE)
 
 
+# Whisper often ends Mandarin questions with "。": an interrogative in the last clause makes a question
+_ZH_QUESTION = re.compile(r"(几[个口位岁次天周年点种样]|多少|多大|多久|多长|什么|哪|谁|怎么|如何|是否|有没有|是不是|"
+                          r"能不能|要不要|会不会|还是)[^，,；;]*[。.]?$")
+
+
 def is_question(text: str) -> bool:
-    return bool(_QUESTION.search(text))
+    clause = text.rstrip(" ，,")  # a question clause split off a longer sentence keeps its comma
+    return bool(_QUESTION.search(clause)) or (not clause.endswith(("！", "!")) and bool(_ZH_QUESTION.search(clause)))
 
 
 def _costly(op: Any) -> bool:

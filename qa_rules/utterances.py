@@ -54,9 +54,21 @@ def normalize(text: str) -> str:
     return _CJK_SPACE.sub("" if word_segmented else "，", text)
 
 
+# a final Chinese clause that asks something ("…，您预算大概多少。"): ASR often joins it to a statement
+_TAIL_QUESTION = re.compile(r"(?<=[，,])\s*[^，,]*(几[个口位岁次天周年点种样]|多少|多大|多久|什么|哪|谁|怎么|"
+                            r"有没有|是不是|能不能|要不要|吗|呢)[^，,]*[。？?]?$")
+
+
 def split_sentences(text: str) -> list[str]:
     parts = [p.strip() for p in _SENT_END.split(text)]
-    return [p for p in parts if len(p) >= _MIN_CHARS]
+    out = []
+    for p in parts:
+        tail = _TAIL_QUESTION.search(p) if _CJK_RUN.search(p) and not p.endswith(("？", "?")) else None
+        if tail and tail.start() >= _MIN_CHARS:
+            out += [p[: tail.start()].strip(), tail.group(0).strip()]
+        else:
+            out.append(p)
+    return [p for p in out if len(p) >= _MIN_CHARS]
 
 
 def utterances(transcript: Transcript) -> list[Utterance]:

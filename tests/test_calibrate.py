@@ -30,7 +30,7 @@ def test_writes_a_new_valid_version_with_a_calibration_section(calibrated, check
     for fit in new.calibration.values():
         assert -0.5 < fit.threshold_shift < 0.5 and "cv_f1" in fit.fit
     # re-calibrating the calibrated file replaces the section instead of adding a second one
-    assert text.count("\ncalibration:") == 1
+    assert text.count("\ncalibration:") == 1 and text.count("Written by `callqa calibrate`") == 1
 
 
 def test_reports_cross_validated_f1_per_item(calibrated):
