@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_engine.py [--manifest ../shared/data/dev/calls.jsonl] [--repeat 5]
 
-"cold": a fresh encoder memo cache, so every sentence and reply is embedded (the cost of a new call);
+"cold": a fresh encoder memo cache, so the sentences and replies rules judge are embedded (a new call);
 "warm": the same calls again, embeddings from the memo cache (rules, similarity, verdicts only).
 Torch threads: the encoder's default (half the CPUs, 1-4); `--threads` overrides.
 """
@@ -67,7 +67,7 @@ def main() -> int:
     print(f"checklist {checklist.id} v{checklist.version}, {n} calls ({n_sent} turns), encoder {encoder.name}, "
           f"{encoder.num_threads} torch thread(s), {os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"{'mode':28s} {'calls/s':>8s} {'ms/call':>8s}")
-    for name, secs in (("cold (embed every sentence)", cold), ("warm (embeddings cached)", warm),
+    for name, secs in (("cold (new calls: embeds)", cold), ("warm (embeddings cached)", warm),
                        ("warm + need tags", warm_tags)):
         print(f"{name:28s} {n / secs:8.1f} {1000 * secs / n:8.2f}")
     return 0
