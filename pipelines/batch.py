@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ class BatchEntry:
     agent_channel: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None  # set when the row cannot be processed (missing file, outside the batch)
+    reason: str | None = None  # short code for `problem`: not_found | outside_batch | symlink_outside
 
 
 def file_sha256(path: Path) -> str:
@@ -92,17 +94,26 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _inside_by_name(path: Path, root: Path) -> bool:
+    """Inside `root` by its name alone (`..` collapsed, links not followed)."""
+    p = os.path.normpath(os.path.abspath(path))
+    return any(p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+               for r in {os.path.normpath(os.path.abspath(root)), str(root.resolve())})
+
+
 def entries_from_manifest(manifest: Path, batch_dir: Path) -> list[BatchEntry]:
     known = {"file", "agent_id", "started_at", "call_id", "customer_id", "language", "direction", "agent_channel"}
     out = []
     for n, row in enumerate(read_manifest(manifest), start=1):
         where = f"{manifest}: row {n}"
         path = (manifest.parent / str(row["file"])).absolute()
-        problem = None
-        if not _inside(path, batch_dir) and not _inside(path, manifest.parent):
-            problem = f"outside the batch folder: {row['file']}"
+        problem = reason = None
+        if not _inside_by_name(path, batch_dir):
+            problem, reason = f"outside the batch folder: {row['file']}", "outside_batch"
+        elif not _inside(path, batch_dir):  # inside by name, outside once links are followed
+            problem, reason = f"symlink points outside the batch folder: {row['file']}", "symlink_outside"
         elif not path.exists():
-            problem = f"file not found: {row['file']}"
+            problem, reason = f"file not found: {row['file']}", "not_found"
         for need in ("agent_id", "started_at"):
             if not row.get(need):
                 log.warning("%s: missing %s", where, need)
@@ -113,7 +124,7 @@ def entries_from_manifest(manifest: Path, batch_dir: Path) -> list[BatchEntry]:
             call_id=_str(row.get("call_id")), customer_id=_str(row.get("customer_id")),
             language=_str(row.get("language")), direction=_str(row.get("direction")),
             agent_channel=_agent_channel(row.get("agent_channel"), where),
-            metadata={k: v for k, v in row.items() if k not in known}, problem=problem,
+            metadata={k: v for k, v in row.items() if k not in known}, problem=problem, reason=reason,
         ))
     return out
 
@@ -128,8 +139,9 @@ def entries_from_folder(batch_dir: Path, name_pattern: str = DEFAULT_NAME_PATTER
     for p in sorted(batch_dir.rglob("*")):
         if not p.is_file() or p.name.startswith(".") or p.suffix.lower() in SIDECAR_SUFFIXES:
             continue
-        if p.is_symlink() and not _inside(p, batch_dir):
-            out.append(BatchEntry(path=p.absolute(), problem="symlink points outside the batch folder"))
+        if not _inside(p, batch_dir):  # a link (or a file in a linked folder) leading out of the batch
+            out.append(BatchEntry(path=p.absolute(), problem="symlink points outside the batch folder",
+                                  reason="symlink_outside"))
             continue
         m = pat.search(p.stem)
         agent = started = None

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from callqa.pipelines.store import DEFAULT_DB
+from callqa.pipelines.store import DEFAULT_DB, DatabaseBusy
 
 log = logging.getLogger("callqa")
 
@@ -18,6 +18,8 @@ EPILOG = """examples:
   callqa run /data/inbox --db /data/callqa.duckdb              score every new file in a folder
   callqa scorecard --week 2026-W46                             one ISO week, per agent
   callqa eval --manifest ../shared/data/dev/calls.jsonl --text compare verdicts with labels
+  callqa status --db /data/callqa.duckdb                       recent runs, failures and reasons
+  callqa serve /data/inbox --db /data/callqa.duckdb            nightly scoring + weekly scorecard (Prefect)
 """
 
 
@@ -46,19 +48,26 @@ def _add_asr_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    summary_fn = None
+    params = dict(
+        source_dir=str(args.dir), manifest=str(args.manifest) if args.manifest else None, db=str(args.db),
+        checklist=args.checklist, asr=_asr_options(args), max_attempts=args.max_attempts,
+        progress=not args.quiet, workers=args.workers, wait=args.wait,
+        stage_dir=str(args.stage_dir) if args.stage_dir else None,
+    )
     if args.no_prefect:
-        from callqa.pipelines.flows import process_batch as summary_fn
+        if args.dask or args.dask_address:
+            print("callqa run: --dask needs Prefect (drop --no-prefect)", file=sys.stderr)
+            return 2
+        from callqa.pipelines.flows import process_batch
+
+        summary = process_batch(**params)
     else:
         if not os.environ.get("PREFECT_API_URL"):
             log.info("no Prefect server configured (PREFECT_API_URL): starting a temporary one for this run "
                      "(about 20 s; use `prefect server start` for scheduled runs, or --no-prefect)")
-        from callqa.pipelines.flows import score_recordings as summary_fn
-    summary = summary_fn(
-        source_dir=str(args.dir), manifest=str(args.manifest) if args.manifest else None, db=str(args.db),
-        checklist=args.checklist, asr=_asr_options(args), max_attempts=args.max_attempts,
-        progress=not args.quiet,
-    )
+        from callqa.pipelines.flows import run_scoring_flow
+
+        summary = run_scoring_flow(dask=args.dask, dask_address=args.dask_address, **params)
     for line in summary.lines():
         print(line)
     from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
@@ -91,6 +100,30 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
         print(json.dumps(card.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(format_scorecard(card))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from callqa.pipelines.status import format_status, run_status
+
+    st = run_status(args.db, args.limit)
+    print(json.dumps(st, ensure_ascii=False, indent=2, default=str) if args.json else format_status(st))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from callqa.pipelines.deploy import serve
+
+    serve(args.dir, db=args.db, cron=args.cron, report_cron=args.report_cron, manifest=args.manifest,
+          checklist=args.checklist, max_attempts=args.max_attempts, workers=args.workers, timezone=args.timezone)
+    return 0
+
+
+def cmd_pipeline_bench(args: argparse.Namespace) -> int:
+    from callqa.pipelines.pipeline_bench import main_bench
+
+    workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+    print(main_bench(args.calls, workers, args.prefect, args.json, args.scorecard_rows, args.source))
     return 0
 
 
@@ -182,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-attempts", type=int, default=3, help="give up on a failing file after this many runs")
     r.add_argument("--no-prefect", action="store_true",
                    help="run the same steps without Prefect (no server start; no run history in the UI)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="transcription worker processes (default 1; the cores are split between them)")
+    r.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="if another run is writing the database, wait up to this long instead of exiting")
+    r.add_argument("--dask", action="store_true", help="transcribe on a local Dask cluster of --workers processes "
+                   "(prefect-dask)")
+    r.add_argument("--dask-address", metavar="tcp://HOST:8786", help="transcribe on an existing Dask scheduler")
+    r.add_argument("--stage-dir", type=Path, help="shared folder where workers leave transcripts as Parquet "
+                   "partitions, merged by this run (and by the next one after a crash)")
     _add_asr_args(r)
     r.set_defaults(func=cmd_run)
 
@@ -217,6 +259,46 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_calibrate)
+
+    st = sub.add_parser("status", help="recent runs, failures and their reasons",
+                        description="Recent runs (counts; 'interrupted' when cut off), every recording that "
+                        "failed with its reason and whether it will be retried, and the run writing now, if any.")
+    st.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
+    st.add_argument("--limit", type=int, default=10, help="how many recent runs (default 10)")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(func=cmd_status)
+
+    sv = sub.add_parser("serve", help="score an inbox folder on a schedule, publish the weekly scorecard",
+                        description="Register two Prefect deployments and run them on schedule until Ctrl-C: "
+                        "'score-recordings/inbox-nightly' scores new files of DIR (cron --cron), "
+                        "'weekly-scorecard/scorecard-weekly' publishes the scorecard (cron --report-cron). "
+                        "Start a Prefect server first (prefect server start) and set PREFECT_API_URL.")
+    sv.add_argument("dir", type=Path, help="inbox folder where new recordings arrive")
+    sv.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
+    sv.add_argument("--manifest", help="manifest to use on every run (default: folder scan)")
+    sv.add_argument("--cron", default="0 2 * * *", help="scoring schedule (default: '0 2 * * *', 02:00 daily)")
+    sv.add_argument("--report-cron", default="0 7 * * 1", help="scorecard schedule (default: Mondays 07:00)")
+    sv.add_argument("--timezone", help="time zone of the schedules (default: $TZ or UTC)")
+    sv.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
+    sv.add_argument("--max-attempts", type=int, default=3, help="give up on a transient failure after this many runs")
+    sv.add_argument("--workers", type=int, default=1, help="transcription worker processes per run")
+    sv.set_defaults(func=cmd_serve)
+
+    pb = sub.add_parser("pipeline-bench", help="time N calls through the pipeline with 1 and 2 workers",
+                        description="Scores the same N recordings into fresh databases once per worker count and "
+                        "prints the time per call by stage (decode, ASR, checklist, storage, orchestration) and the "
+                        "throughput, side by side. --scorecard-rows also times the weekly scorecard query on a "
+                        "generated database of that many verdict rows.")
+    pb.add_argument("--calls", type=int, default=8, help="how many calls (default 8; 0: skip the pipeline part)")
+    pb.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
+    pb.add_argument("--source", type=Path, action="append",
+                    help="folder(s) of recordings to draw from (default: the bundled samples)")
+    pb.add_argument("--prefect", action="store_true", help="run through the Prefect flow (task runs) instead of "
+                    "plain functions")
+    pb.add_argument("--scorecard-rows", type=int, default=0, help="also time the scorecard query on this many "
+                    "generated verdict rows (e.g. 1000000)")
+    pb.add_argument("--json", action="store_true", help="print one JSON object")
+    pb.set_defaults(func=cmd_pipeline_bench)
     from callqa.pipelines.report_cli import add_report_commands
 
     add_report_commands(sub)
@@ -234,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"callqa {args.command}: {e}", file=sys.stderr)
         return 2
+    except DatabaseBusy as e:
+        print(f"callqa {args.command}: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

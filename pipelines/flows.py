@@ -1,28 +1,42 @@
 """Prefect flows: score a batch of recordings (discover → transcribe → classify → store).
 
-Tasks are plain functions that compute; the flow is the single writer to DuckDB. Every stage is
+Tasks are plain functions that compute; one process is the single writer to DuckDB. Every stage is
 restartable: a recording already scored under this checklist version is skipped, a stored
-transcript is reused instead of transcribing again, and a failure is recorded with its reason
-while the rest of the batch goes on.
+transcript is reused instead of transcribing again, and a failure is recorded with its reason and
+kind (permanent: a property of the file, never retried; transient: retried on later runs up to
+`max_attempts`) while the rest of the batch goes on.
+
+A run holds the database's writer lock from start to end, but opens the DuckDB file only for its
+short writes, so `callqa status` and `callqa scorecard` can read while a long batch transcribes.
+Each call's results are written in transactions: a run killed at any instant leaves whole calls or
+none, and the next run picks up where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from callqa.models.asr import AsrOptions, transcribe_audio
 from callqa.models.audio import AudioError, load_audio
 from callqa.models.runtimes import get_runtime
 from callqa.pipelines.batch import BatchEntry, discover, file_sha256
-from callqa.pipelines.store import DEFAULT_DB, Store, parse_started_at
+from callqa.pipelines.scale import load_partitions, mark_loaded, write_partition
+from callqa.pipelines.store import DEFAULT_DB, Store, WriterLock, failure_kind, parse_started_at
 from callqa.qa_rules.checklist import Checklist, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from callqa.records import CallScore, Transcript
 
@@ -36,10 +50,12 @@ class TranscribeResult:
     status: str = "transcribed"  # transcribed | failed | no_speech
     reason: str | None = None
     message: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # decode, model_load, vad, asr, job (seconds)
 
 
 def transcribe_recording(path: Path, options: AsrOptions, agent_channel: int = 0) -> TranscribeResult:
-    """Decode and transcribe one file; bad input comes back as a failed result, never an exception."""
+    """Decode and transcribe one file; bad input comes back as a failed result, never an exception.
+    (Anything else — out of memory, a broken model — raises: that is a transient failure.)"""
     t0 = time.perf_counter()
     try:
         audio = load_audio(path)
@@ -52,13 +68,30 @@ def transcribe_recording(path: Path, options: AsrOptions, agent_channel: int = 0
     decode_s = time.perf_counter() - t0
     if audio.n_channels == 2 and agent_channel not in (0, 1):
         return TranscribeResult(None, info, "failed", "bad_config", f"agent_channel {agent_channel} is not 0 or 1")
+    t1 = time.perf_counter()
+    runtime = get_runtime(options)
+    load_s = time.perf_counter() - t1
     try:
-        transcript = transcribe_audio(audio, get_runtime(options), options, agent_channel)
+        transcript = transcribe_audio(audio, runtime, options, agent_channel)
     except AudioError as e:
         status = "no_speech" if e.reason == "no_speech" else "failed"
-        return TranscribeResult(None, info, status, e.reason, e.message)
+        return TranscribeResult(None, info, status, e.reason, e.message, {"decode": decode_s, "model_load": load_s})
     transcript.timings["decode"] = decode_s
-    return TranscribeResult(transcript, info)
+    timings = {"decode": decode_s, "model_load": load_s, "vad": transcript.timings.get("vad", 0.0),
+               "asr": transcript.timings.get("asr", 0.0)}
+    return TranscribeResult(transcript, info, timings=timings)
+
+
+def transcribe_job(path: Path, options: AsrOptions, agent_channel: int = 0, recording_id: str | None = None,
+                   stage_dir: str | None = None) -> TranscribeResult:
+    """What a worker runs: transcribe, and with a stage folder also leave the transcript there as a
+    Parquet partition (so it outlives the run that asked for it)."""
+    t0 = time.perf_counter()
+    result = transcribe_recording(path, options, agent_channel)
+    if stage_dir and recording_id and result.transcript is not None:
+        write_partition(stage_dir, recording_id, path, result.transcript, result.audio_info)
+    result.timings["job"] = time.perf_counter() - t0
+    return result
 
 
 def _embedder():
@@ -72,17 +105,17 @@ def make_engine(checklist: Checklist) -> ChecklistEngine:
     return ChecklistEngine(checklist, _embedder())
 
 
-# Results are persisted by the flow in DuckDB, not by Prefect's result cache (inputs hold a loaded model).
-transcribe_task = task(name="transcribe-recording", task_run_name="transcribe {path.name}", cache_policy=NO_CACHE)(
-    transcribe_recording
-)
+# Results are persisted in DuckDB, not by Prefect's result cache (inputs hold options, outputs transcripts).
+# Unexpected errors (transient) are retried once within the run; bad input never raises, so is not retried.
+transcribe_task = task(name="transcribe-recording", task_run_name="transcribe {path.name}", cache_policy=NO_CACHE,
+                       retries=1, retry_delay_seconds=2)(transcribe_job)
 
 
 def _score(engine: ChecklistEngine, transcript: Transcript) -> CallScore:
     return engine.score(transcript)
 
 
-score_task = task(name="score-transcript", cache_policy=NO_CACHE)(_score)
+score_task = task(name="apply-checklist", cache_policy=NO_CACHE)(_score)
 
 
 @dataclass
@@ -91,13 +124,31 @@ class RunSummary:
     db: str
     counts: dict[str, int]
     failures: list[tuple[str, str, str]]  # (file, reason, message)
+    kinds: dict[str, str] = field(default_factory=dict)  # file → permanent | transient
+    timings: dict[str, Any] = field(default_factory=dict)  # plan_s, total_s, calls: [{file, decode, asr, ...}]
 
     def lines(self) -> list[str]:
         c = self.counts
         out = [f"run {self.run_id}: {c.get('found', 0)} found, {c.get('scored', 0)} scored, "
                f"{c.get('skipped', 0)} already done, {c.get('no_speech', 0)} no speech, {c.get('failed', 0)} failed"]
-        out += [f"  {name}: {reason}: {msg}" for name, reason, msg in self.failures]
+        out += [f"  {name}: {reason}: {msg}" + (" (will retry)" if self.kinds.get(name) == "transient" else "")
+                for name, reason, msg in self.failures]
         return out
+
+    def markdown(self) -> str:
+        """The run summary as the Prefect artifact shows it."""
+        c = self.counts
+        out = [f"# callqa run `{self.run_id}`", "", f"database: `{self.db}`", "",
+               "| found | scored | already done | no speech | failed |", "|---|---|---|---|---|",
+               f"| {c.get('found', 0)} | {c.get('scored', 0)} | {c.get('skipped', 0)} | {c.get('no_speech', 0)} "
+               f"| {c.get('failed', 0)} |", ""]
+        if self.failures:
+            out += ["## Failures", "", "| file | reason | kind | message |", "|---|---|---|---|"]
+            out += [f"| {n} | {r} | {self.kinds.get(n, failure_kind(r))} | {m.replace('|', '/')} |"
+                    for n, r, m in self.failures]
+        else:
+            out.append("No failures.")
+        return "\n".join(out)
 
 
 def _register(store: Store, rid: str, entry: BatchEntry) -> None:
@@ -113,6 +164,56 @@ def _register(store: Store, rid: str, entry: BatchEntry) -> None:
     store.upsert_recording(rid, **fields)
 
 
+def worker_asr_options(opts: AsrOptions, workers: int) -> AsrOptions:
+    """Split the cores between worker processes unless threads were set explicitly."""
+    if workers > 1 and opts.cpu_threads == 0:
+        return dataclasses.replace(opts, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
+    return opts
+
+
+def _crashed(e: BaseException) -> TranscribeResult:
+    return TranscribeResult(None, status="failed", reason="exception", message=f"{type(e).__name__}: {e}"[:500])
+
+
+def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int, tasks: bool,
+              stage_dir: str | None) -> Iterator[tuple[BatchEntry, str, TranscribeResult]]:
+    """Transcribe `jobs`, yielding each result as soon as it is ready (completion order)."""
+    if not jobs:
+        return
+    if tasks:  # the flow's task runner decides where this runs: threads, processes, or a Dask cluster
+        from prefect.futures import as_completed as prefect_completed
+
+        futures = {}
+        for entry, rid in jobs:
+            fut = transcribe_task.submit(entry.path, opts, entry.agent_channel, rid, stage_dir)
+            futures[fut.task_run_id] = (fut, entry, rid)
+        for fut in prefect_completed([f for f, _, _ in futures.values()]):
+            _, entry, rid = futures[fut.task_run_id]
+            try:
+                result = fut.result()
+            except Exception as e:  # noqa: BLE001 - a task that failed after its retries: transient
+                result = _crashed(e)
+            yield entry, rid, result
+    elif workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futs = {pool.submit(transcribe_job, e.path, opts, e.agent_channel, rid, stage_dir): (e, rid)
+                    for e, rid in jobs}
+            for fut in as_completed(futs):
+                entry, rid = futs[fut]
+                try:
+                    result = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker that died or raised: transient
+                    result = _crashed(e)
+                yield entry, rid, result
+    else:
+        for entry, rid in jobs:
+            try:
+                result = transcribe_job(entry.path, opts, entry.agent_channel, rid, stage_dir)
+            except Exception as e:  # noqa: BLE001
+                result = _crashed(e)
+            yield entry, rid, result
+
+
 def process_batch(
     source_dir: str | Path,
     manifest: str | Path | None = None,
@@ -122,64 +223,139 @@ def process_batch(
     max_attempts: int = 3,
     progress: bool = True,
     tasks: bool = False,
+    workers: int = 1,
+    wait: float = 0.0,
+    stage_dir: str | Path | None = None,
+    orchestrator: str | None = None,
+    flow_run_id: str | None = None,
 ) -> RunSummary:
     """The batch logic, callable with or without Prefect (the flow below wraps it with `tasks=True`,
-    so each transcription and scoring is a Prefect task run)."""
-    transcribe = transcribe_task if tasks else transcribe_recording
+    so each transcription and scoring is a Prefect task run on the flow's task runner).
+
+    workers: transcription processes when run without Prefect (with Prefect: the task runner's).
+    wait: seconds to queue behind another run writing the same database before giving up.
+    stage_dir: shared folder where workers leave transcripts as Parquet partitions (see scale.py)."""
+    t_start = time.perf_counter()
     score = score_task if tasks else _score
     from tqdm import tqdm
 
-    opts = asr or AsrOptions()
+    opts = worker_asr_options(asr or AsrOptions(), workers)
     cl = load_checklist(checklist)
-    entries = discover(Path(source_dir), Path(manifest) if manifest else None)
+    stage = str(stage_dir) if stage_dir else None
     run_id = uuid.uuid4().hex[:12]
-    counts = {"found": len(entries), "scored": 0, "skipped": 0, "failed": 0, "no_speech": 0}
+    counts = {"found": 0, "scored": 0, "skipped": 0, "failed": 0, "no_speech": 0}
     failures: list[tuple[str, str, str]] = []
-    engine: ChecklistEngine | None = None
-    seen: set[str] = set()
-    with Store(db) as store:
-        store.save_checklist(cl)
-        store.start_run(run_id, str(source_dir), cl)
-        for entry in tqdm(entries, desc="calls", unit="call", disable=not progress):
-            name = entry.path.name
-            if entry.problem:
-                counts["failed"] += 1
-                failures.append((name, "unreadable", entry.problem))
-                log.warning("%s: %s", name, entry.problem)
-                continue
-            rid = file_sha256(entry.path)
-            if rid in seen or store.is_scored(rid, cl):
-                counts["skipped"] += 1
-                continue
-            seen.add(rid)
-            _register(store, rid, entry)
-            transcript = store.load_transcript(rid)
-            if transcript is None:
-                row = store.con.execute(
-                    "SELECT status, attempts, error_reason FROM recordings WHERE recording_id = ?", [rid]
-                ).fetchone()
-                if row[0] in ("failed", "no_speech") and (row[1] or 0) >= max_attempts:
+    kinds: dict[str, str] = {}
+    calls: list[dict[str, Any]] = []
+
+    def fail(store: Store, rid: str | None, name: str, status: str, reason: str, message: str) -> None:
+        kinds[name] = store.record_failure(rid, status, reason, message, run_id, name)
+        counts["no_speech" if status == "no_speech" else "failed"] += 1
+        failures.append((name, reason, message))
+        log.warning("%s: %s: %s", name, reason, message)
+
+    with WriterLock(db, wait, what=f"callqa run {source_dir}"):
+        entries = discover(Path(source_dir), Path(manifest) if manifest else None)
+        counts["found"] = len(entries)
+        to_score: list[tuple[BatchEntry, str]] = []  # transcript already stored
+        to_transcribe: list[tuple[BatchEntry, str]] = []
+        # 1. plan: one short write session
+        with Store(db, lock=False, wait=60) as store:
+            if n := store.mark_interrupted_runs():
+                log.warning("%d earlier run(s) were cut off before finishing; their finished calls are kept", n)
+            store.save_checklist(cl)
+            store.start_run(run_id, str(source_dir), cl, workers, orchestrator or ("prefect" if tasks else "none"),
+                            flow_run_id)
+            if stage:
+                load_partitions(store, stage)
+            seen: set[str] = set()
+            for entry in entries:
+                name = entry.path.name
+                if entry.problem:
+                    fail(store, None, name, "failed", entry.reason or "unreadable", entry.problem)
+                    continue
+                rid = file_sha256(entry.path)
+                if rid in seen or store.is_scored(rid, cl):
                     counts["skipped"] += 1
                     continue
-                result = transcribe(entry.path, opts, entry.agent_channel)
-                store.upsert_recording(rid, **result.audio_info)
-                if result.transcript is None:
-                    counts["no_speech" if result.status == "no_speech" else "failed"] += 1
-                    store.record_failure(rid, result.status, result.reason or "error", result.message or "")
-                    failures.append((name, result.reason or "error", result.message or ""))
-                    log.warning("%s: %s: %s", name, result.reason, result.message)
+                seen.add(rid)
+                _register(store, rid, entry)
+                if store.load_transcript(rid) is not None:
+                    to_score.append((entry, rid))
                     continue
+                status, attempts, kind = store.con.execute(
+                    "SELECT status, attempts, failure_kind FROM recordings WHERE recording_id = ?", [rid]
+                ).fetchone()
+                if status in ("failed", "no_speech") and (kind == "permanent" or (attempts or 0) >= max_attempts):
+                    counts["skipped"] += 1  # left with its reason: bad bytes do not improve, or out of attempts
+                    continue
+                to_transcribe.append((entry, rid))
+        plan_s = time.perf_counter() - t_start
+        log.info("run %s: %d to transcribe, %d to score from stored transcripts, %d already done",
+                 run_id, len(to_transcribe), len(to_score), counts["skipped"])
+
+        # 2. transcribe (in parallel where configured); 3. apply the checklist and store, one call at a time
+        engine: ChecklistEngine | None = None
+        bar = tqdm(total=len(to_score) + len(to_transcribe), desc="calls", unit="call", disable=not progress)
+        stored = ((e, rid, None) for e, rid in to_score)
+        fresh = _run_jobs(to_transcribe, opts, workers, tasks, stage)
+        for entry, rid, result in _chain(stored, fresh):
+            name = entry.path.name
+            timing: dict[str, Any] = {"file": name, **(result.timings if result else {})}
+            transcript = None
+            if result is not None and result.transcript is not None:
                 transcript = result.transcript
-                store.save_transcript(rid, transcript)
-            if engine is None:
-                engine = make_engine(cl)
-            store.save_score(rid, score(engine, transcript))
-            counts["scored"] += 1
-        store.finish_run(run_id, counts)
-    return RunSummary(run_id, str(db), counts, failures)
+            elif result is None:
+                with Store(db, lock=False, wait=60) as store:
+                    transcript = store.load_transcript(rid)
+            call_score = None
+            if transcript is not None:
+                t0 = time.perf_counter()
+                if engine is None:
+                    engine = make_engine(cl)
+                    timing["engine_load"] = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                call_score = score(engine, transcript)
+                timing["checklist"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with Store(db, lock=False, wait=60) as store:
+                if result is not None:
+                    store.upsert_recording(rid, **result.audio_info)
+                    if result.transcript is None:
+                        fail(store, rid, name, result.status, result.reason or "error", result.message or "")
+                    else:
+                        store.save_transcript(rid, result.transcript)
+                        if stage:
+                            mark_loaded(store, stage, rid)
+                if call_score is not None:
+                    store.save_score(rid, call_score)
+                    counts["scored"] += 1
+                    log.info("scored %s: %.0f", name, call_score.score)
+            timing["storage"] = time.perf_counter() - t0
+            calls.append(timing)
+            bar.update(1)
+        bar.close()
+        with Store(db, lock=False, wait=60) as store:
+            store.finish_run(run_id, counts)
+    timings = {"plan_s": plan_s, "total_s": time.perf_counter() - t_start, "calls": calls, "workers": workers}
+    return RunSummary(run_id, str(db), counts, failures, kinds, timings)
 
 
-@flow(name="score-recordings", flow_run_name="score {source_dir}", log_prints=True)
+def _chain(*its):
+    for it in its:
+        yield from it
+
+
+def _publish(summary: RunSummary) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key="callqa-run-summary", markdown=summary.markdown(),
+                             description=f"callqa run {summary.run_id}: counts and failures")
+
+
+# One transcription at a time by default (the model is one per process); see run_scoring_flow for more.
+@flow(name="score-recordings", flow_run_name="score {source_dir}", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=1))
 def score_recordings(
     source_dir: str,
     manifest: str | None = None,
@@ -188,10 +364,38 @@ def score_recordings(
     asr: AsrOptions | None = None,
     max_attempts: int = 3,
     progress: bool = True,
+    workers: int = 1,
+    wait: float = 0.0,
+    stage_dir: str | None = None,
+    orchestrator: str = "prefect",
 ) -> RunSummary:
-    """Score every new recording of a batch folder and store the results in DuckDB."""
-    summary = process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks=True)
+    """Score every new recording of a batch folder and store the results in DuckDB.
+    Publishes the run summary (counts, failures) as the markdown artifact `callqa-run-summary`."""
+    from prefect.runtime import flow_run
+
+    summary = process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks=True,
+                            workers=workers, wait=wait, stage_dir=stage_dir,
+                            orchestrator=orchestrator,
+                            flow_run_id=str(flow_run.get_id() or ""))
     logger = get_run_logger()
     for line in summary.lines():
         logger.info(line)
+    _publish(summary)
     return summary
+
+
+def run_scoring_flow(source_dir: str, *, workers: int = 1, dask: bool = False, dask_address: str | None = None,
+                     **params: Any) -> RunSummary:
+    """Run `score-recordings` with a task runner for `workers`: one thread (1), a process pool (>1), or
+    prefect-dask's DaskTaskRunner (`dask=True`: a LocalCluster of `workers` processes; `dask_address`:
+    an existing scheduler, workers on any host)."""
+    if dask or dask_address:
+        from callqa.pipelines.scale import dask_task_runner
+
+        runner, orchestrator = dask_task_runner(dask_address, workers), "prefect+dask"
+    elif workers > 1:
+        runner, orchestrator = ProcessPoolTaskRunner(max_workers=workers), "prefect"
+    else:
+        runner, orchestrator = ThreadPoolTaskRunner(max_workers=1), "prefect"
+    return score_recordings.with_options(task_runner=runner)(
+        source_dir, workers=workers, orchestrator=orchestrator, **params)

@@ -8,9 +8,13 @@ rows and never overwrites history.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-from collections.abc import Iterator
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from callqa.pipelines.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist
 
 from callqa.records import CallScore, Transcript
@@ -25,115 +30,156 @@ from callqa.records import CallScore, Transcript
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "callqa.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = LATEST  # see migrations.py: the schema is the ordered list of migrations there
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE IF NOT EXISTS recordings (
-    recording_id   VARCHAR PRIMARY KEY,          -- sha256 of the file bytes
-    path           VARCHAR NOT NULL,             -- where it was last seen
-    file_name      VARCHAR NOT NULL,
-    size_bytes     BIGINT,
-    call_id        VARCHAR,
-    agent_id       VARCHAR,
-    customer_id    VARCHAR,
-    started_at     TIMESTAMPTZ,
-    started_local  TIMESTAMP,                    -- wall-clock time of the call, used for ISO weeks
-    language       VARCHAR,
-    direction      VARCHAR,
-    agent_channel  INTEGER,
-    metadata       JSON,                         -- every manifest field, unknown ones included
-    status         VARCHAR NOT NULL,             -- new | transcribed | scored | failed | no_speech
-    error_reason   VARCHAR,                      -- short code: empty, not_audio, corrupt, ...
-    error          VARCHAR,                      -- human-readable message
-    attempts       INTEGER DEFAULT 0,
-    duration_s     DOUBLE,
-    channels       INTEGER,
-    sample_rate    INTEGER,
-    container      VARCHAR,
-    truncated      BOOLEAN,
-    asr_runtime    VARCHAR,
-    asr_model      VARCHAR,
-    detected_language VARCHAR,
-    first_seen     TIMESTAMPTZ DEFAULT current_timestamp,
-    updated_at     TIMESTAMPTZ DEFAULT current_timestamp
-);
-CREATE TABLE IF NOT EXISTS segments (
-    recording_id VARCHAR NOT NULL,
-    seg_idx      INTEGER NOT NULL,
-    speaker      VARCHAR NOT NULL,
-    start_s      DOUBLE NOT NULL,
-    end_s        DOUBLE NOT NULL,
-    text         VARCHAR NOT NULL,
-    confidence   DOUBLE,
-    PRIMARY KEY (recording_id, seg_idx)
-);
-CREATE TABLE IF NOT EXISTS checklists (
-    checklist_id VARCHAR NOT NULL,
-    version      INTEGER NOT NULL,
-    title        JSON,
-    items        JSON,                           -- [{id, title, weight, critical, ...}] in checklist order
-    source       VARCHAR,                        -- the YAML text this version was made from
-    loaded_at    TIMESTAMPTZ DEFAULT current_timestamp,
-    PRIMARY KEY (checklist_id, version)
-);
-CREATE TABLE IF NOT EXISTS item_verdicts (
-    recording_id      VARCHAR NOT NULL,
-    checklist_id      VARCHAR NOT NULL,
-    checklist_version INTEGER NOT NULL,
-    item_id           VARCHAR NOT NULL,
-    verdict           VARCHAR NOT NULL,          -- pass | fail | na
-    confidence        DOUBLE,
-    evidence          JSON,                      -- [{segment, speaker, quote, start, end, score}]
-    reason            VARCHAR,
-    scored_at         TIMESTAMPTZ DEFAULT current_timestamp,
-    PRIMARY KEY (recording_id, checklist_id, checklist_version, item_id)
-);
-CREATE TABLE IF NOT EXISTS call_scores (
-    recording_id      VARCHAR NOT NULL,
-    checklist_id      VARCHAR NOT NULL,
-    checklist_version INTEGER NOT NULL,
-    score             DOUBLE NOT NULL,
-    points            DOUBLE,
-    max_points        DOUBLE,
-    critical_fail     BOOLEAN,
-    scored_at         TIMESTAMPTZ DEFAULT current_timestamp,
-    PRIMARY KEY (recording_id, checklist_id, checklist_version)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id       VARCHAR PRIMARY KEY,
-    started_at   TIMESTAMPTZ,
-    finished_at  TIMESTAMPTZ,
-    source_dir   VARCHAR,
-    checklist_id VARCHAR,
-    checklist_version INTEGER,
-    n_found      INTEGER,
-    n_scored     INTEGER,
-    n_skipped    INTEGER,
-    n_failed     INTEGER,
-    n_no_speech  INTEGER
-);
-"""
+# Failure reasons that do not change on a retry (the bytes are what they are): recorded once, never retried.
+PERMANENT_REASONS = frozenset({"empty", "not_audio", "corrupt", "unsupported", "no_speech", "bad_config",
+                               "outside_batch", "symlink_outside", "not_found"})
+
+
+def failure_kind(reason: str | None) -> str:
+    """'permanent' for a property of the file, 'transient' for anything else (retried up to the limit)."""
+    return "permanent" if reason in PERMANENT_REASONS else "transient"
+
+
+# --- hook for text written to the database ------------------------------------------------------
+# Every transcript text and evidence quote passes through these functions before it is stored,
+# e.g. PII masking from qa_rules: `store.register_text_filter(mask_pii)`. Scoring sees the raw text.
+_TEXT_FILTERS: list[Callable[[str], str]] = []
+
+
+def register_text_filter(fn: Callable[[str], str]) -> None:
+    """Apply `fn` to every segment text and evidence quote before it is written (idempotent per fn)."""
+    if fn not in _TEXT_FILTERS:
+        _TEXT_FILTERS.append(fn)
+
+
+def unregister_text_filter(fn: Callable[[str], str]) -> None:
+    if fn in _TEXT_FILTERS:
+        _TEXT_FILTERS.remove(fn)
+
+
+def stored_text(text: str) -> str:
+    for fn in _TEXT_FILTERS:
+        text = fn(text)
+    return text
+
+
+class DatabaseBusy(RuntimeError):
+    """Another process is writing the database; the message says who and what to do."""
+
+
+class WriterLock:
+    """One writing run per database file: an exclusive `flock` on `<db>.lock`, which also records who holds
+    it (pid, host, start time, command). The kernel drops the lock when the holder dies, even by SIGKILL,
+    so a crashed run never leaves a stale lock behind."""
+
+    def __init__(self, db: str | Path, wait: float = 0.0, what: str = "callqa"):
+        self.db = Path(db)
+        self.path = self.db.with_name(self.db.name + ".lock")
+        self.wait = wait
+        self.what = what
+        self._fd: int | None = None
+
+    def holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> WriterLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise DatabaseBusy(busy_message(self.db, self.holder())) from None
+                if not announced:
+                    log.info("%s; waiting up to %.0f s", busy_message(self.db, self.holder()), self.wait)
+                    announced = True
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": self.what,
+                                  "since": datetime.now().astimezone().isoformat(timespec="seconds")}).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def busy_message(db: Path, holder: dict[str, Any]) -> str:
+    who = (f"{holder.get('what', 'a callqa run')} (pid {holder.get('pid')} on {holder.get('host')}, "
+           f"since {holder.get('since')})") if holder.get("pid") else "another process"
+    return (f"database {db} is being written by {who}; only one run may write a database at a time. "
+            "Wait for it to finish, or pass --wait SECONDS to queue behind it")
+
+
+def connect(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried while another process holds DuckDB's own file lock (up to `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise
+            if time.monotonic() >= deadline:
+                holder = WriterLock(path).holder()
+                raise DatabaseBusy(busy_message(path, holder) if holder else
+                                   f"database {path} is locked by another process: {e}") from None
+            time.sleep(0.2)
 
 
 class Store:
     """A DuckDB file holding calls, transcripts, verdicts and scores."""
 
-    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False):
+    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False, wait: float = 5.0,
+                 lock: bool = True):
+        """Open (and, for writing, create or upgrade) a database. A writer takes the file's `WriterLock`
+        unless the caller already holds it (`lock=False`); both kinds wait up to `wait` seconds for
+        another process to let go, then raise `DatabaseBusy`."""
         self.path = Path(path)
+        self._lock: WriterLock | None = None
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if lock:
+                self._lock = WriterLock(self.path, wait).acquire()
         elif not self.path.exists():
             raise FileNotFoundError(f"no database at {self.path}; run `callqa run` first")
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            self.con.execute(_SCHEMA)
-            self.con.execute(
-                "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+        try:
+            self.con = connect(self.path, read_only, wait)
+            if not read_only:
+                migrate(self.con)
+            elif (v := current_version(self.con)) < LATEST:
+                log.warning("database %s has schema v%d (this callqa writes v%d); any `callqa run` upgrades it",
+                            self.path, v, LATEST)
+        except BaseException:
+            if self._lock:
+                self._lock.release()
+            raise
 
     def close(self) -> None:
         self.con.close()
+        if self._lock:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Store:
         return self
@@ -193,10 +239,11 @@ class Store:
             )
 
     def save_transcript(self, recording_id: str, transcript: Transcript) -> None:
-        """Replace a recording's segments (one transaction) and mark it transcribed."""
+        """Replace a recording's segments (one transaction) and mark it transcribed. Text passes through
+        the registered text filters (PII masking) first: `register_text_filter`."""
         with self.transaction() as con:
             con.execute("DELETE FROM segments WHERE recording_id = ?", [recording_id])
-            rows = [(recording_id, i, s.speaker, s.start, s.end, s.text, s.confidence)
+            rows = [(recording_id, i, s.speaker, s.start, s.end, stored_text(s.text), s.confidence)
                     for i, s in enumerate(transcript.segments)]
             if rows:
                 con.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
@@ -221,7 +268,8 @@ class Store:
                 "INSERT INTO item_verdicts (recording_id, checklist_id, checklist_version, item_id, verdict, "
                 "confidence, evidence, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [[*key, v.item_id, v.verdict, v.confidence,
-                  json.dumps([asdict(e) for e in v.evidence], ensure_ascii=False), v.reason]
+                  json.dumps([asdict(e) | {"quote": stored_text(e.quote)} for e in v.evidence], ensure_ascii=False),
+                  v.reason]
                  for v in score.verdicts],
             )
             con.execute(
@@ -234,24 +282,45 @@ class Store:
                 [recording_id],
             )
 
-    def record_failure(self, recording_id: str, status: str, reason: str, message: str) -> None:
+    def record_failure(self, recording_id: str | None, status: str, reason: str, message: str,
+                       run_id: str | None = None, file: str | None = None) -> str:
+        """Store a failure on the recording (latest state) and in `run_failures` (history); returns its kind."""
+        kind = failure_kind(reason)
+        with self.transaction() as con:
+            if recording_id is not None:
+                con.execute(
+                    "UPDATE recordings SET status = ?, error_reason = ?, error = ?, failure_kind = ?, "
+                    "attempts = coalesce(attempts, 0) + 1, updated_at = current_timestamp WHERE recording_id = ?",
+                    [status, reason, message, kind, recording_id],
+                )
+            if run_id is not None:
+                con.execute(
+                    "INSERT INTO run_failures (run_id, recording_id, file, status, reason, kind, message) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [run_id, recording_id, file or "", status, reason, kind, message],
+                )
+        return kind
+
+    def start_run(self, run_id: str, source_dir: str, checklist: Checklist, workers: int = 1,
+                  orchestrator: str = "none", flow_run_id: str | None = None) -> None:
         self.con.execute(
-            "UPDATE recordings SET status = ?, error_reason = ?, error = ?, attempts = coalesce(attempts, 0) + 1, "
-            "updated_at = current_timestamp WHERE recording_id = ?",
-            [status, reason, message, recording_id],
+            "INSERT OR REPLACE INTO runs (run_id, started_at, source_dir, checklist_id, checklist_version, status, "
+            "host, pid, workers, orchestrator, flow_run_id) VALUES (?, current_timestamp, ?, ?, ?, 'running', ?, ?, "
+            "?, ?, ?)",
+            [run_id, source_dir, checklist.id, checklist.version, socket.gethostname(), os.getpid(), workers,
+             orchestrator, flow_run_id],
         )
 
-    def start_run(self, run_id: str, source_dir: str, checklist: Checklist) -> None:
-        self.con.execute(
-            "INSERT OR REPLACE INTO runs (run_id, started_at, source_dir, checklist_id, checklist_version) "
-            "VALUES (?, current_timestamp, ?, ?, ?)",
-            [run_id, source_dir, checklist.id, checklist.version],
-        )
+    def mark_interrupted_runs(self) -> int:
+        """Runs still 'running' when a new writer starts were cut off (the writer lock proves they are gone)."""
+        n = self.con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
+        if n:
+            self.con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        return n
 
     def finish_run(self, run_id: str, counts: dict[str, int]) -> None:
         self.con.execute(
-            "UPDATE runs SET finished_at = current_timestamp, n_found = ?, n_scored = ?, n_skipped = ?, "
-            "n_failed = ?, n_no_speech = ? WHERE run_id = ?",
+            "UPDATE runs SET finished_at = current_timestamp, status = 'finished', n_found = ?, n_scored = ?, "
+            "n_skipped = ?, n_failed = ?, n_no_speech = ? WHERE run_id = ?",
             [counts.get("found", 0), counts.get("scored", 0), counts.get("skipped", 0), counts.get("failed", 0),
              counts.get("no_speech", 0), run_id],
         )

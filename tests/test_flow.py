@@ -48,6 +48,7 @@ def first_run(dev_batch, tmp_path_factory, prefect_server):
 def test_flow_writes_expected_rows(first_run, checklist):
     db, summary = first_run
     assert summary.counts == {"found": 3, "scored": 2, "skipped": 0, "failed": 1, "no_speech": 0}
+    assert summary.kinds == {"gone.flac": "permanent"}
     rows = _rows(db)
     assert rows["recordings"] == 2 and rows["call_scores"] == 2
     assert rows["item_verdicts"] == 2 * len(checklist.items)
@@ -100,3 +101,47 @@ def test_every_bad_file_ends_with_a_reason_and_the_batch_goes_on(shared_data, tm
     for valid in ("D001.mp3", "D002.rec", "truncated_data.wav", "long_call_8min.wav"):
         assert got[valid] == "scored", valid
     assert summary.counts["found"] == 8 and summary.counts["scored"] == 4
+
+
+def test_each_run_publishes_a_summary_artifact(first_run):
+    from prefect.client.orchestration import get_client
+
+    _, summary = first_run
+    with get_client(sync_client=True) as client:  # the REST call: read_artifacts of prefect 3.8.8 sends nulls
+        r = client._client.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["callqa-run-summary"]}}})
+    texts = [a["data"] for a in r.json()]
+    mine = [t for t in texts if summary.run_id in t]
+    assert mine and "| 3 | 2 | 0 | 0 | 1 |" in mine[0] and "gone.flac | not_found | permanent" in mine[0]
+
+
+def test_serve_registers_cron_scoring_and_weekly_report_deployments(first_run, tmp_path):
+    from callqa.pipelines.deploy import build_deployments, weekly_report
+    from prefect.client.orchestration import get_client
+
+    db, _ = first_run
+    deps = build_deployments(tmp_path, db=db, cron="*/30 * * * *", report_cron="0 7 * * 1", timezone="Asia/Shanghai")
+    with get_client(sync_client=True) as client:
+        got = {d.name: client.read_deployment(d.apply()) for d in deps}
+    score, report = got["inbox-nightly"], got["scorecard-weekly"]
+    sched = score.schedules[0].schedule
+    assert (sched.cron, sched.timezone) == ("*/30 * * * *", "Asia/Shanghai")
+    assert score.parameters["source_dir"] == str(tmp_path.resolve()) and score.parameters["db"] == str(db.resolve())
+    assert report.schedules[0].schedule.cron == "0 7 * * 1"
+    md = weekly_report(db=str(db), week="2026-W45")  # the report flow itself, as the schedule would run it
+    assert md.startswith("# Weekly scorecard 2026-W45") and "A0" in md
+
+
+def test_multi_host_deployment_registers_in_a_work_pool(first_run, tmp_path):
+    from callqa.pipelines.deploy import deploy_to_pool
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    db, _ = first_run
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="callqa-test", type="process"))
+        dep_id = deploy_to_pool("callqa-test", str(tmp_path / "inbox"), str(db), str(tmp_path / "stage"),
+                                "tcp://10.0.0.1:8786")
+        dep = client.read_deployment(dep_id)
+    assert dep.entrypoint == "pipelines/deploy.py:score_recordings_dask" and dep.work_pool_name == "callqa-test"
+    assert dep.job_variables["env"]["CALLQA_DASK_ADDRESS"] == "tcp://10.0.0.1:8786"
+    assert dep.parameters["stage_dir"] == str(tmp_path / "stage")

@@ -1,0 +1,112 @@
+"""Scheduled deployments: `callqa serve` scores an inbox folder on a cron schedule and publishes the weekly
+scorecard every week, both as Prefect deployments served by one long-running process.
+
+Needs a Prefect server that outlives the process (`prefect server start`, then
+`export PREFECT_API_URL=http://127.0.0.1:4200/api`); runs, logs and artifacts show in its UI.
+Multi-host: see docs/operations.md (work pool + workers on shared storage).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from callqa.pipelines.store import DEFAULT_DB, Store
+from prefect import flow, get_run_logger
+
+log = logging.getLogger(__name__)
+
+SCORE_DEPLOYMENT = "inbox-nightly"
+REPORT_DEPLOYMENT = "scorecard-weekly"
+
+
+def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: str = "sales_core") -> str:
+    """The weekly report as markdown. The reports module may replace this function (same signature)."""
+    from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
+
+    with Store(db, read_only=True, wait=120) as store:
+        try:
+            card = weekly_scorecard(store.con, week, checklist)
+        except LookupError as e:
+            return f"# Weekly scorecard\n\nNo scorecard: {e}\n"
+    return f"# Weekly scorecard {card.week}\n\n```\n{format_scorecard(card)}\n```\n"
+
+
+@flow(name="weekly-scorecard", flow_run_name="scorecard {week}", log_prints=True)
+def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str = "sales_core") -> str:
+    """Build the weekly per-agent scorecard and publish it as the markdown artifact `callqa-weekly-scorecard`."""
+    from prefect.artifacts import create_markdown_artifact
+
+    md = weekly_report_markdown(db, week, checklist)
+    create_markdown_artifact(key="callqa-weekly-scorecard", markdown=md, description="weekly per-agent scorecard")
+    get_run_logger().info("published the weekly scorecard of %s", db)
+    return md
+
+
+def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str = "0 2 * * *",
+                      report_cron: str = "0 7 * * 1", manifest: str | None = None, checklist: str = "sales_core",
+                      max_attempts: int = 3, workers: int = 1, timezone: str | None = None) -> list:
+    """The two deployments `callqa serve` runs: scoring of `inbox` on `cron`, the scorecard on `report_cron`."""
+    from callqa.pipelines.flows import score_recordings
+    from prefect.client.schemas.schedules import CronSchedule
+
+    tz = timezone or os.environ.get("TZ") or "UTC"
+    inbox, db = str(Path(inbox).resolve()), str(Path(db).resolve())
+    score = score_recordings.to_deployment(
+        name=SCORE_DEPLOYMENT, schedule=CronSchedule(cron=cron, timezone=tz),
+        parameters={"source_dir": inbox, "manifest": manifest, "db": db, "checklist": checklist,
+                    "max_attempts": max_attempts, "progress": False, "workers": workers, "wait": 3600},
+        description=f"score new recordings in {inbox} into {db}", tags=["callqa"],
+        concurrency_limit=1,  # a slow night never overlaps the next one
+    )
+    report = weekly_report.to_deployment(
+        name=REPORT_DEPLOYMENT, schedule=CronSchedule(cron=report_cron, timezone=tz),
+        parameters={"db": db, "checklist": checklist}, description=f"weekly scorecard of {db}", tags=["callqa"],
+    )
+    return [score, report]
+
+
+def serve(inbox: str | Path, **kwargs) -> None:
+    """Register both deployments and run them on schedule until interrupted (Ctrl-C)."""
+    from prefect import serve as prefect_serve
+
+    if not os.environ.get("PREFECT_API_URL"):
+        log.warning("PREFECT_API_URL is not set: schedules live only as long as this process's temporary "
+                    "server. Start `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    prefect_serve(*build_deployments(inbox, **kwargs))
+
+
+def _dask_runner_from_env():
+    from callqa.pipelines.scale import dask_task_runner
+
+    return dask_task_runner(os.environ.get("CALLQA_DASK_ADDRESS"), int(os.environ.get("CALLQA_DASK_WORKERS", "2")))
+
+
+def _score_on_dask():
+    from callqa.pipelines.flows import score_recordings
+
+    return score_recordings.with_options(name="score-recordings-dask", task_runner=_dask_runner_from_env())
+
+
+def __getattr__(name: str):  # `pipelines/deploy.py:score_recordings_dask`, the work-pool entrypoint, built lazily
+    if name == "score_recordings_dask":
+        return _score_on_dask()
+    raise AttributeError(name)
+
+
+def deploy_to_pool(pool: str, inbox: str, db: str, stage_dir: str, dask_address: str, cron: str = "0 2 * * *",
+                   source: str | Path | None = None, name: str = "inbox-cluster"):
+    """Register `score-recordings-dask` in a work pool: a Prefect worker of `pool` runs the flow (the single
+    DuckDB writer), transcription tasks go to the Dask scheduler at `dask_address`, transcripts to the shared
+    `stage_dir`. Every path must be the same on every host. Returns the deployment id."""
+    src = str(source or Path(__file__).resolve().parents[1])
+    flow_ = _score_on_dask().from_source(src, "pipelines/deploy.py:score_recordings_dask")
+    # to_deployment + apply rather than .deploy(): the latter's online-worker check fails on prefect 3.8.8 (422)
+    dep = flow_.to_deployment(
+        name, work_pool_name=pool, cron=cron, concurrency_limit=1,
+        parameters={"source_dir": inbox, "db": db, "stage_dir": stage_dir, "progress": False, "wait": 3600,
+                    "orchestrator": "prefect+dask"},
+        job_variables={"env": {"CALLQA_DASK_ADDRESS": dask_address}},
+    )
+    return dep.apply(work_pool_name=pool)

@@ -1,0 +1,73 @@
+"""Schema migrations: a database made by schema v1 (frozen SQL in tests/fixtures) upgrades in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+from callqa.pipelines.migrations import LATEST, MIGRATIONS, current_version, migrate
+from callqa.pipelines.status import run_status
+from callqa.pipelines.store import Store
+
+V1_SQL = Path(__file__).parent / "fixtures" / "schema_v1.sql"
+
+
+@pytest.fixture()
+def v1_db(tmp_path) -> Path:
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(V1_SQL.read_text(encoding="utf-8"))
+    con.close()
+    return db
+
+
+def test_migrations_are_numbered_without_gaps():
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert LATEST == len(MIGRATIONS) >= 3
+
+
+def test_v1_database_upgrades_in_place_and_keeps_its_data(v1_db):
+    con = duckdb.connect(str(v1_db), read_only=True)
+    assert current_version(con) == 1
+    con.close()
+    with Store(v1_db) as store:  # opening for writing upgrades
+        con = store.con
+        assert current_version(con) == LATEST
+        assert [r[0] for r in con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()] == list(
+            range(1, LATEST + 1))
+        assert store.counts() == {"recordings": 2, "segments": 2, "item_verdicts": 1, "call_scores": 1}
+        assert store.load_transcript("aaaa").segments[0].text == "您好，我是王琳"
+        assert con.execute("SELECT failure_kind FROM recordings WHERE recording_id = 'bbbb'").fetchone()[0] == (
+            "permanent")
+        assert dict(con.execute("SELECT run_id, status FROM runs").fetchall()) == {
+            "run1": "finished", "run2": "interrupted"}
+    with Store(v1_db) as store:  # a second open is a no-op
+        assert migrate(store.con) == []
+    st = run_status(v1_db)
+    assert [r["run_id"] for r in st["runs"]] == ["run2", "run1"]
+    assert st["failures"][0]["reason"] == "empty"
+
+
+def test_a_failing_migration_leaves_the_previous_version(v1_db, monkeypatch):
+    from callqa.pipelines import migrations
+
+    broken = [*MIGRATIONS[:2], migrations.Migration(3, "broken", "CREATE TABLE x (a INT); SELECT no_such_column")]
+    monkeypatch.setattr(migrations, "MIGRATIONS", broken)
+    con = duckdb.connect(str(v1_db))
+    with pytest.raises(duckdb.Error):
+        migrate(con, target=3)
+    assert current_version(con) == 2  # v2 committed, v3 rolled back entirely
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'x'").fetchone()[0] == 0
+    con.close()
+
+
+def test_newer_database_than_code_is_refused(tmp_path):
+    db = tmp_path / "new.duckdb"
+    with Store(db):
+        pass
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE schema_info SET value = '999' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(RuntimeError, match="newer than this callqa"):
+        Store(db)
