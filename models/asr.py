@@ -1,8 +1,11 @@
 """Transcription of a call into speaker-attributed, time-ordered segments.
 
-Pipeline for one recording: VAD per channel → only speech is decoded → language detected once
-per call (on the agent side) → each channel transcribed as its speaker (stereo: agent channel
-configurable, default left) → segments split at pauses using word timings → merged in time order.
+Pipeline for one recording: VAD per channel → only speech is decoded (the speech spans of a
+channel are joined with short gaps, in blocks of at most `block_s` seconds so an hour-long call
+needs no more memory than a short one) → language detected once per call (on the agent side) →
+each channel transcribed as its speaker (stereo: agent channel configurable, default left; mono:
+two-speaker diarization, see `callqa.models.diarize`) → the channel's words, mapped back to call
+time, are cut into segments at pauses (and, on mono, at speaker changes) → merged in time order.
 Mandarin output is converted to simplified characters.
 
 Runtimes plug in behind `WhisperRuntime` (see `callqa.models.runtimes`).
@@ -19,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 from callqa.models.audio import SAMPLE_RATE, AudioError, DecodedAudio
+from callqa.models.diarize import SpeakerTurn, agent_label, diarize, label_at
 from callqa.models.text_norm import to_simplified
 from callqa.models.vad import SpeechSpan, VadConfig, speech_seconds, speech_spans
 
@@ -67,6 +71,8 @@ class AsrOptions:
     split_gap_s: float = 0.6  # a pause this long inside one channel starts a new segment
     min_speech_s: float = 0.3  # less speech than this in the whole call = no_speech
     vad: VadConfig = field(default_factory=VadConfig)
+    diarize_mono: bool = True  # mono: split two speakers and find the agent (else speaker "unknown")
+    block_s: float = 600.0  # speech decoded per block; bounds memory on long recordings
 
 
 class _Timeline:
@@ -118,35 +124,40 @@ def _is_hallucination(text: str) -> bool:
     }
 
 
-def _split_at_pauses(seg: RawSegment, timeline: _Timeline, gap_s: float) -> list[RawSegment]:
-    """Map a segment to original time, splitting it where its words fall on both sides of a pause.
+def _to_call_time(seg: RawSegment, timeline: _Timeline) -> list[tuple[Word, int]]:
+    """A decoded segment's words in call time, each with the speech span holding its midpoint.
 
-    Each word belongs to the speech span holding its midpoint; a new segment starts when the span
-    changes and the pause between the two spans in the recording is at least `gap_s`.
+    A segment without word timings becomes one pseudo-word spanning it.
     """
-    if not seg.words:
-        i = timeline.span_index((seg.start + seg.end) / 2)
-        return [RawSegment(timeline.to_original(seg.start, i), timeline.to_original(seg.end, i), seg.text,
-                           seg.confidence)]
-    groups: list[list[Word]] = []
-    last_span = -1
-    for w in seg.words:
-        i = timeline.span_index((w.start + w.end) / 2)
-        mapped = Word(timeline.to_original(w.start, i), timeline.to_original(w.end, i), w.text, w.probability)
-        new_turn = last_span >= 0 and i != last_span and (
-            timeline.spans[i].start - timeline.spans[last_span].end >= gap_s
-        )
-        if not groups or new_turn:
-            groups.append([mapped])
-        else:
-            groups[-1].append(mapped)
-        last_span = i
+    words = seg.words or (Word(seg.start, seg.end, seg.text, seg.confidence),)
     out = []
-    for g in groups:
-        text = "".join(w.text for w in g)
-        conf = float(np.mean([w.probability for w in g]))
-        out.append(RawSegment(g[0].start, g[-1].end, text, conf, tuple(g)))
+    for w in words:
+        i = timeline.span_index((w.start + w.end) / 2)
+        out.append((Word(timeline.to_original(w.start, i), timeline.to_original(w.end, i), w.text, w.probability), i))
     return out
+
+
+def _cut_segments(
+    words: list[tuple[Word, int, int]], spans: list[SpeechSpan], gap_s: float
+) -> list[tuple[int, list[Word]]]:
+    """Group a channel's words [(word, span index, voice label)] into utterances.
+
+    A new utterance starts where the voice changes, or where consecutive words fall in different
+    speech spans at least `gap_s` apart (or are themselves `gap_s` apart). Whisper's own segment
+    boundaries are ignored: they often fall mid-sentence.
+    """
+    groups: list[tuple[int, list[Word]]] = []
+    prev: tuple[Word, int, int] | None = None
+    for w, span, label in words:
+        new = prev is None or label != prev[2] or w.start - prev[0].end >= gap_s or (
+            span != prev[1] and spans[span].start - spans[prev[1]].end >= gap_s
+        )
+        if new:
+            groups.append((label, [w]))
+        else:
+            groups[-1][1].append(w)
+        prev = (w, span, label)
+    return groups
 
 
 def channel_roles(n_channels: int, agent_channel: int) -> list[Speaker]:
@@ -157,10 +168,50 @@ def channel_roles(n_channels: int, agent_channel: int) -> list[Speaker]:
     return ["agent", "customer"] if agent_channel == 0 else ["customer", "agent"]
 
 
+def _blocks(spans: list[SpeechSpan], block_s: float) -> list[list[SpeechSpan]]:
+    """Consecutive speech spans grouped so that each group holds at most `block_s` of speech."""
+    out: list[list[SpeechSpan]] = []
+    total = 0.0
+    for sp in spans:
+        if not out or total + sp.duration > block_s:
+            out.append([])
+            total = 0.0
+        out[-1].append(sp)
+        total += sp.duration
+    return out
+
+
+def _channel_words(
+    channel: np.ndarray, spans: list[SpeechSpan], runtime: WhisperRuntime, language: str, prompt: str | None,
+    block_s: float,
+) -> list[tuple[Word, int]]:
+    """Every decoded word of one channel in call time, with the index of its speech span in `spans`."""
+    out: list[tuple[Word, int]] = []
+    first = 0
+    for block in _blocks(spans, block_s):
+        timeline = _Timeline(block, _GAP_JOIN_S)
+        audio = _concat_speech(channel, block, _GAP_JOIN_S)
+        for raw in runtime.transcribe(audio, language, prompt):
+            out += [(w, first + i) for w, i in _to_call_time(raw, timeline)]
+        first += len(block)
+    return out
+
+
+def _voice_labels(words: list[tuple[Word, int]], turns: list[SpeakerTurn]) -> list[int]:
+    """The diarized voice (0/1) at each word's midpoint."""
+    if not turns:
+        return [0] * len(words)
+    return [label_at(turns, (w.start + w.end) / 2) or 0 for w, _ in words]
+
+
 def transcribe_audio(
     audio: DecodedAudio, runtime: WhisperRuntime, options: AsrOptions | None = None, agent_channel: int = 0
 ) -> Transcript:
-    """Transcribe a decoded recording. Raises `AudioError('no_speech')` when VAD finds no speech."""
+    """Transcribe a decoded recording. Raises `AudioError('no_speech')` when VAD finds no speech.
+
+    Stereo: each channel is one speaker (`agent_channel` 0 = left, 1 = right). Mono: two voices are
+    separated by diarization and the agent is found from what each says (`options.diarize_mono`).
+    """
     opts = options or AsrOptions()
     t0 = time.perf_counter()
     roles = channel_roles(audio.n_channels, agent_channel)
@@ -169,23 +220,42 @@ def transcribe_audio(
     if sum(speech_seconds(s) for s in spans) < opts.min_speech_s:
         raise AudioError("no_speech", "no speech found in the recording (silence or noise only)")
 
-    speech = [_concat_speech(audio.channels[i], spans[i], _GAP_JOIN_S) for i in range(audio.n_channels)]
+    turns: list[SpeakerTurn] = []
+    if audio.n_channels == 1 and opts.diarize_mono:
+        turns = diarize(audio.channels[0], spans[0])
+    t_diar = time.perf_counter() - t0 - t_vad
+
     t1 = time.perf_counter()
-    language, lang_prob = _pick_language(runtime, speech, roles, opts)
+    language, lang_prob = _pick_language(runtime, audio, spans, roles, opts)
     prompt = _prompt(language, opts.vocabulary)
 
-    segments: list[Segment] = []
+    # (role or voice label, words) per utterance, all channels
+    utterances: list[tuple[Speaker | int, list[Word]]] = []
     for i, role in enumerate(roles):
         if not spans[i]:
             continue
-        timeline = _Timeline(spans[i], _GAP_JOIN_S)
-        for raw in runtime.transcribe(speech[i], language, prompt):
-            for part in _split_at_pauses(raw, timeline, opts.split_gap_s):
-                text = _clean_text(part.text, language)
-                if not text or _is_hallucination(text):
-                    continue
-                segments.append(Segment(role, round(part.start, 3), round(part.end, 3), text,
-                                        round(part.confidence, 4), part.words))
+        words = _channel_words(audio.channels[i], spans[i], runtime, language, prompt, opts.block_s)
+        labels = _voice_labels(words, turns) if turns else [0] * len(words)
+        for label, group in _cut_segments([(w, s, lab) for (w, s), lab in zip(words, labels, strict=True)], spans[i],
+                                          opts.split_gap_s):
+            utterances.append((label if turns else role, group))
+    utterances.sort(key=lambda u: u[1][0].start)
+
+    segments: list[Segment] = []
+    texts = [(who, _clean_text("".join(w.text for w in g), language)) for who, g in utterances]
+    voice_role: dict[int, Speaker] = {}
+    if turns:
+        voiced = [(int(who), t) for who, t in texts if t and not _is_hallucination(t)]
+        if len({who for who, _ in voiced}) == 2:
+            agent = agent_label(voiced)
+            voice_role = {agent: "agent", 1 - agent: "customer"}
+    for (who, group), (_, text) in zip(utterances, texts, strict=True):
+        if not text or _is_hallucination(text):
+            continue
+        speaker: Speaker = voice_role.get(who, "unknown") if isinstance(who, int) else who
+        conf = float(np.mean([w.probability for w in group]))
+        segments.append(Segment(speaker, round(group[0].start, 3), round(group[-1].end, 3), text, round(conf, 4),
+                                tuple(group)))
     segments.sort(key=lambda s: (s.start, s.end))
     t_asr = time.perf_counter() - t1
     log.debug("language %s (p=%.2f), %d segments", language, lang_prob, len(segments))
@@ -195,18 +265,25 @@ def transcribe_audio(
         duration=audio.duration,
         runtime=runtime.name,
         model=runtime.model_name,
-        timings={"vad": t_vad, "asr": t_asr, "speech_s": sum(speech_seconds(s) for s in spans)},
+        timings={"vad": t_vad, "diarize": t_diar, "asr": t_asr, "speech_s": sum(speech_seconds(s) for s in spans)},
     )
 
 
 def _pick_language(
-    runtime: WhisperRuntime, speech: list[np.ndarray], roles: list[Speaker], opts: AsrOptions
+    runtime: WhisperRuntime, audio: DecodedAudio, spans: list[list[SpeechSpan]], roles: list[Speaker],
+    opts: AsrOptions,
 ) -> tuple[str, float]:
     if opts.language:
         return opts.language, 1.0
     # the agent side is the longest and most reliable; fall back to whichever channel has most speech
-    order = sorted(range(len(speech)), key=lambda i: (roles[i] != "agent", -speech[i].size))
-    sample = speech[order[0]][: 30 * SAMPLE_RATE]
+    order = sorted(range(len(spans)), key=lambda i: (roles[i] != "agent", -speech_seconds(spans[i])))
+    i = order[0]
+    first: list[SpeechSpan] = []
+    for sp in spans[i]:  # about the first 30 s of speech
+        first.append(sp)
+        if speech_seconds(first) >= 30:
+            break
+    sample = _concat_speech(audio.channels[i], first, _GAP_JOIN_S)[: 30 * SAMPLE_RATE]
     return runtime.detect_language(sample, opts.languages)
 
 

@@ -127,6 +127,18 @@ def cmd_pipeline_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_asr_bench(args: argparse.Namespace) -> int:
+    from callqa.models.asr import AsrOptions
+    from callqa.pipelines.asr_bench import format_bench, run_bench
+
+    opts = AsrOptions(cpu_threads=args.threads, beam_size=args.beam_size or AsrOptions().beam_size, model=args.model,
+                      vocabulary=tuple(v.strip() for v in (args.vocabulary or "").split(",") if v.strip()))
+    result = run_bench(args.manifest, args.runtime or ["faster-whisper"], args.limit, opts, args.verdicts,
+                       progress=not args.quiet)
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_bench(result))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from callqa.pipelines.batch import read_manifest
     from callqa.pipelines.evaluate import evaluate_calls, format_eval
@@ -299,6 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "generated verdict rows (e.g. 1000000)")
     pb.add_argument("--json", action="store_true", help="print one JSON object")
     pb.set_defaults(func=cmd_pipeline_bench)
+    ab = sub.add_parser("asr-bench", help="speed, CER/WER and speaker attribution of the Whisper runtimes",
+                        description="For each runtime on the manifest's calls: whole-call real-time factor (both "
+                        "channels), CER (zh) and WER (en) against the reference turns, speaker attribution on the "
+                        "stereo files and on the mono copies (audio.mono_8k_telephone), peak RSS. Runtimes take "
+                        "turns call by call in their own processes, so the ratios between them are fair.")
+    ab.add_argument("--manifest", type=Path, required=True, help="JSONL manifest with reference `turns`")
+    ab.add_argument("--runtime", action="append", metavar="R",
+                    help="runtime to measure, repeatable; options after a colon compare settings in one run, e.g. "
+                    "faster-whisper:beam_size=1 (default: faster-whisper)")
+    ab.add_argument("--limit", type=int, default=None, help="only the first N calls, languages in turn")
+    ab.add_argument("--json", action="store_true", help="print one JSON object {runtime: {metric: value}}")
+    ab.add_argument("--verdicts", action="store_true",
+                    help="also compare the checklist verdicts of the runtimes (with each other and the labels)")
+    ab.add_argument("--threads", type=int, default=0, help="CPU threads per model (0: all cores)")
+    ab.add_argument("--beam-size", type=int, default=None, help="beam search width (default: AsrOptions's)")
+    ab.add_argument("--model", default=None, help="Whisper model: 'base' (bundled), a Whisper name or a local path")
+    ab.add_argument("--vocabulary", default=None, help="comma-separated product/store names to prime the decoder")
+    ab.set_defaults(func=cmd_asr_bench)
     from callqa.pipelines.report_cli import add_report_commands
 
     add_report_commands(sub)

@@ -1,0 +1,271 @@
+"""`callqa asr-bench`: speed, accuracy and speaker attribution of the Whisper runtimes, side by side.
+
+For each runtime, on the manifest's calls: whole-call real-time factor (both channels, VAD and
+diarization included), CER (Mandarin) and WER (English) against the reference `turns`, speaker
+attribution accuracy on the stereo files and on the mono copies (`audio.mono_8k_telephone`), and
+peak RSS. Each runtime runs in its own worker process (so its peak RSS is its own), and the
+runtimes take turns call by call, so a busy machine slows them alike and the ratios stay fair.
+Optionally (`verdicts=True`) the checklist verdicts of the runtimes' stereo transcripts are
+compared with each other and with the manifest's labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+from callqa.models.asr import AsrOptions
+from callqa.models.metrics import CallScore, corpus_error_rate, corpus_speaker_accuracy, score_call
+
+from callqa.records import Transcript
+
+log = logging.getLogger(__name__)
+
+
+def _worker(conn, opts: AsrOptions) -> None:
+    """One runtime in its own process: transcribe what the parent sends, report times and peak RSS."""
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    from callqa.models.asr import transcribe_audio
+    from callqa.models.audio import SAMPLE_RATE, AudioError, load_audio
+    from callqa.models.runtimes import get_runtime
+
+    t = time.perf_counter()
+    runtime = get_runtime(opts)
+    # one short decode before timing: first calls pay one-off costs (openai-whisper's word timing
+    # compiles its DTW with numba, about 10 s here) that a batch pays once per process
+    warm = np.sin(np.linspace(0, 2000, SAMPLE_RATE * 2, dtype=np.float32)) * 0.1
+    runtime.transcribe(warm, "en", None)
+    conn.send({"load_s": time.perf_counter() - t})
+    while (job := conn.recv()) is not None:
+        path, agent_channel = job
+        try:
+            audio = load_audio(path)
+            w, c = time.perf_counter(), time.process_time()
+            tr = transcribe_audio(audio, runtime, opts, agent_channel)
+            conn.send({"transcript": tr, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
+                       "duration_s": audio.duration})
+        except AudioError as e:
+            conn.send({"error": str(e)})
+    conn.send({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    conn.close()
+
+
+@dataclass
+class _Tally:
+    load_s: float = 0.0
+    wall: dict[str, float] = field(default_factory=lambda: {"stereo": 0.0, "mono": 0.0})
+    cpu: dict[str, float] = field(default_factory=lambda: {"stereo": 0.0, "mono": 0.0})
+    audio: dict[str, float] = field(default_factory=lambda: {"stereo": 0.0, "mono": 0.0})
+    scores: dict[str, list[CallScore]] = field(default_factory=lambda: {"stereo": [], "mono": []})
+    transcripts: dict[str, Transcript] = field(default_factory=dict)  # stereo, by call id
+    errors: list[str] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+
+def parse_runtime_spec(spec: str, base: AsrOptions) -> AsrOptions:
+    """'faster-whisper' or 'faster-whisper:beam_size=1,cpu_threads=2': a runtime with option overrides,
+    so two settings of one runtime can be compared in one run."""
+    name, _, rest = spec.partition(":")
+    types = {f.name: f.type for f in fields(AsrOptions)}
+    kw: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, _, value = part.partition("=")
+        if key not in types or key in ("runtime", "vad"):
+            raise ValueError(f"unknown option {key!r} in runtime spec {spec!r}")
+        kind = str(types[key])
+        kw[key] = (int(value) if kind.startswith("int") else float(value) if kind.startswith("float")
+                   else value.lower() in ("1", "true", "yes") if kind.startswith("bool") else value)
+    return replace(base, runtime=name, **kw)
+
+
+def _balanced(rows: list[dict], limit: int | None) -> list[dict]:
+    """The first `limit` calls, taking languages in turn (so --limit 4 is 2 zh + 2 en)."""
+    if not limit:
+        return rows
+    by_lang: dict[str, list[dict]] = {}
+    for r in rows:
+        by_lang.setdefault(str(r.get("language")), []).append(r)
+    out: list[dict] = []
+    queues = list(by_lang.values())
+    while len(out) < limit and any(queues):
+        for q in queues:
+            if q and len(out) < limit:
+                out.append(q.pop(0))
+    return out
+
+
+def _jobs(rows: list[dict], base: Path) -> Iterator[tuple[dict, str, Path]]:
+    for r in rows:
+        audio = r.get("audio") or {}
+        yield r, "stereo", base / (audio.get("stereo_16k") or r["file"])
+        if audio.get("mono_8k_telephone"):
+            yield r, "mono", base / audio["mono_8k_telephone"]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _summary(t: _Tally) -> dict:
+    def err(kind: str, lang: str) -> float | None:
+        return corpus_error_rate([s for s in t.scores[kind] if s.language == lang])
+
+    return {
+        "rtf": _r(t.wall["stereo"] / t.audio["stereo"] if t.audio["stereo"] else None),
+        "cer_zh": _r(err("stereo", "zh")),
+        "wer_en": _r(err("stereo", "en")),
+        "speaker_acc_stereo": _r(corpus_speaker_accuracy(t.scores["stereo"])),
+        "speaker_acc_mono": _r(corpus_speaker_accuracy(t.scores["mono"])),
+        "peak_rss_mb": round(t.peak_rss_mb, 1),
+        # extras: CPU seconds per audio second (less sensitive to other load), mono figures, counts
+        "rtf_cpu": _r(t.cpu["stereo"] / t.audio["stereo"] if t.audio["stereo"] else None),
+        "rtf_mono": _r(t.wall["mono"] / t.audio["mono"] if t.audio["mono"] else None),
+        "cer_zh_mono": _r(err("mono", "zh")),
+        "wer_en_mono": _r(err("mono", "en")),
+        "calls": len(t.scores["stereo"]),
+        "mono_calls": len(t.scores["mono"]),
+        "audio_s": round(t.audio["stereo"], 1),
+        "load_s": round(t.load_s, 2),
+        "errors": t.errors,
+    }
+
+
+def _compare_verdicts(rows: list[dict], tallies: dict[str, _Tally]) -> dict[str, dict]:
+    """Checklist verdicts per runtime: agreement with the labels, and calls/items where runtimes differ."""
+    from callqa.pipelines.evaluate import LABELS, predicted_label
+    from callqa.pipelines.flows import make_engine
+    from callqa.qa_rules.checklist import load_checklist
+
+    checklist = load_checklist()
+    engine = make_engine(checklist)
+    names = list(tallies)
+    predicted: dict[str, dict[tuple[str, str], bool | None]] = {}
+    out: dict[str, dict] = {}
+    for name, t in tallies.items():
+        pred: dict[tuple[str, str], bool | None] = {}
+        agree = total = 0
+        for r in rows:
+            cid = str(r.get("call_id") or r["file"])
+            if cid not in t.transcripts:
+                continue
+            for v in engine.verdicts(t.transcripts[cid]):
+                if v.item_id not in LABELS:
+                    continue
+                pred[(cid, v.item_id)] = predicted_label(checklist, v)
+                if "labels" in r and v.item_id in r["labels"]:
+                    total += 1
+                    agree += pred[(cid, v.item_id)] == r["labels"][v.item_id]
+        predicted[name] = pred
+        out[name] = {"label_agreement": _r(agree / total if total else None)}
+    first = names[0]
+    for name in names[1:]:
+        diffs = [f"{cid}:{item} {first}={predicted[first].get((cid, item))} {name}={v}"
+                 for (cid, item), v in sorted(predicted[name].items()) if predicted[first].get((cid, item)) != v]
+        out[name]["verdicts_differ_from_" + first] = diffs
+    return out
+
+
+def run_bench(
+    manifest: str | Path,
+    runtimes: list[str] | tuple[str, ...] = ("faster-whisper",),
+    limit: int | None = None,
+    options: AsrOptions | None = None,
+    verdicts: bool = False,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Benchmark each runtime on the manifest's calls; returns {runtime: {metric: value}}.
+
+    A runtime may carry option overrides (`parse_runtime_spec`): "faster-whisper:beam_size=1".
+    """
+    manifest = Path(manifest)
+    rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [r for r in _balanced(rows, limit) if r.get("turns")]
+    if not rows:
+        raise ValueError(f"{manifest}: no calls with reference `turns`")
+    base = options or AsrOptions()
+    ctx = mp.get_context("spawn")
+    workers: dict[str, tuple] = {}
+    tallies = {name: _Tally() for name in runtimes}
+    for name in runtimes:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child, parse_runtime_spec(name, base)), daemon=True)
+        proc.start()
+        workers[name] = (proc, parent)
+    # models load one after another, so load times are not inflated by each other
+    for name, (_, conn) in workers.items():
+        tallies[name].load_s = conn.recv()["load_s"]
+    jobs = list(_jobs(rows, manifest.parent))
+    from tqdm import tqdm
+
+    for r, kind, path in tqdm(jobs, desc="asr-bench", unit="file", disable=not progress):
+        cid = str(r.get("call_id") or r["file"])
+        channel = 1 if str(r.get("agent_channel", "left")).lower() in ("right", "1") else 0
+        for name, (_, conn) in workers.items():
+            conn.send((str(path), channel))
+            res = conn.recv()
+            t = tallies[name]
+            if "error" in res:
+                t.errors.append(f"{cid} {kind}: {res['error']}")
+                continue
+            t.wall[kind] += res["wall_s"]
+            t.cpu[kind] += res["cpu_s"]
+            t.audio[kind] += res["duration_s"]
+            lang = str(r.get("language") or res["transcript"].language)
+            t.scores[kind].append(score_call(r["turns"], res["transcript"], lang))
+            if kind == "stereo":
+                t.transcripts[cid] = res["transcript"]
+    for name, (proc, conn) in workers.items():
+        conn.send(None)
+        tallies[name].peak_rss_mb = conn.recv()["peak_rss_mb"]
+        proc.join(timeout=30)
+    result = {name: _summary(t) for name, t in tallies.items()}
+    first = runtimes[0]
+    for name in runtimes[1:]:
+        result[name]["ratio_vs_" + first] = {
+            k: _ratio(result[name][k], result[first][k]) for k in ("rtf", "rtf_cpu", "peak_rss_mb", "cer_zh", "wer_en")
+        }
+    if verdicts:
+        for name, extra in _compare_verdicts(rows, tallies).items():
+            result[name].update(extra)
+    return result
+
+
+def format_bench(result: dict[str, dict]) -> str:
+    """A Markdown table: one row per metric, one column per runtime (and ratios to the first)."""
+    names = list(result)
+    metrics = [("rtf", "whole-call RTF (wall)"), ("rtf_cpu", "CPU s per audio s"), ("cer_zh", "CER zh (stereo)"),
+               ("wer_en", "WER en (stereo)"), ("speaker_acc_stereo", "speaker attribution, stereo"),
+               ("speaker_acc_mono", "speaker attribution, mono 8 kHz"), ("rtf_mono", "RTF mono (with diarization)"),
+               ("cer_zh_mono", "CER zh (mono)"), ("wer_en_mono", "WER en (mono)"), ("peak_rss_mb", "peak RSS MB"),
+               ("load_s", "model load s"), ("label_agreement", "verdicts = labels (share)")]
+    head = ["metric", *names] + [f"{n} / {names[0]}" for n in names[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label in metrics:
+        vals = [result[n].get(key) for n in names]
+        if all(v is None for v in vals):
+            continue
+        cells = ["" if v is None else f"{v:g}" for v in vals]
+        cells += ["" if r is None else f"{r:.2f}" for r in (_ratio(v, vals[0]) for v in vals[1:])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    first = result[names[0]]
+    lines.append(f"\n{first['calls']} calls ({first['audio_s']} s of audio), {first['mono_calls']} mono copies.")
+    for n in names[1:]:
+        diffs = result[n].get("verdicts_differ_from_" + names[0])
+        if diffs is not None:
+            lines.append(f"verdicts where {n} differs from {names[0]}: {len(diffs)}" +
+                         "".join(f"\n  {d}" for d in diffs))
+    for n in names:
+        for e in result[n]["errors"]:
+            lines.append(f"{n}: {e}")
+    return "\n".join(lines)
