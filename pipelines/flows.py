@@ -50,7 +50,7 @@ class TranscribeResult:
     status: str = "transcribed"  # transcribed | failed | no_speech
     reason: str | None = None
     message: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # decode, model_load, vad, asr, job (seconds)
+    timings: dict[str, float] = field(default_factory=dict)  # decode, model_load, speech (vad, asr...), job (s)
 
 
 def transcribe_recording(path: Path, options: AsrOptions, agent_channel: int = 0) -> TranscribeResult:
@@ -77,8 +77,9 @@ def transcribe_recording(path: Path, options: AsrOptions, agent_channel: int = 0
         status = "no_speech" if e.reason == "no_speech" else "failed"
         return TranscribeResult(None, info, status, e.reason, e.message, {"decode": decode_s, "model_load": load_s})
     transcript.timings["decode"] = decode_s
-    timings = {"decode": decode_s, "model_load": load_s, "vad": transcript.timings.get("vad", 0.0),
-               "asr": transcript.timings.get("asr", 0.0)}
+    # "speech": everything models/ did after decoding (VAD, diarization, language id, Whisper), whatever it reports
+    timings = {"decode": decode_s, "model_load": load_s, "speech": time.perf_counter() - t1 - load_s,
+               **{k: v for k, v in transcript.timings.items() if k not in ("decode", "speech_s")}}
     return TranscribeResult(transcript, info, timings=timings)
 
 
@@ -299,6 +300,7 @@ def process_batch(
         bar = tqdm(total=len(to_score) + len(to_transcribe), desc="calls", unit="call", disable=not progress)
         stored = ((e, rid, None) for e, rid in to_score)
         fresh = _run_jobs(to_transcribe, opts, workers, tasks, stage)
+        t_prev = time.perf_counter()
         for entry, rid, result in _chain(stored, fresh):
             name = entry.path.name
             timing: dict[str, Any] = {"file": name, **(result.timings if result else {})}
@@ -332,6 +334,8 @@ def process_batch(
                     counts["scored"] += 1
                     log.info("scored %s: %.0f", name, call_score.score)
             timing["storage"] = time.perf_counter() - t0
+            timing["wall"] = time.perf_counter() - t_prev  # this call's share of the run (waits included)
+            t_prev = time.perf_counter()
             calls.append(timing)
             bar.update(1)
         bar.close()

@@ -51,7 +51,7 @@ def test_dask_flow_with_parquet_partitions_and_crash_recovery(batch, tmp_path, p
     again = process_batch(batch, db=db, stage_dir=stage, progress=False)
     assert again.counts == {"found": 3, "scored": 1, "skipped": 2, "failed": 0, "no_speech": 0}
     (call,) = again.timings["calls"]
-    assert "asr" not in call  # scored from the merged transcript: no Whisper in this run
+    assert "speech" not in call and "job" not in call  # scored from the merged transcript: no Whisper
 
     with Store(db) as store:  # loading again adds nothing
         before = store.counts()
