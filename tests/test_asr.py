@@ -77,3 +77,34 @@ def test_right_channel_agent(shared_data, runtime, asr_options):
     first_swapped = transcribe_audio(audio, runtime, asr_options, agent_channel=1).segments[0]
     assert first_left.speaker == "agent" and first_swapped.speaker == "customer"
     assert first_left.text == first_swapped.text
+
+
+def test_speech_decoded_in_blocks_keeps_time_and_text(shared_data, runtime, asr_options):
+    """Small blocks (as an hour-long call uses) give the same utterances in the same places."""
+    import dataclasses
+
+    import numpy as np
+    from callqa.models.metrics import score_call
+
+    from tests.conftest import dev_calls
+
+    row = next(r for r in dev_calls() if r["call_id"] == "D019")
+    audio = load_audio(DEV / row["file"])
+    audio = dataclasses.replace(audio, channels=np.ascontiguousarray(audio.channels[:, : 16000 * 25]))
+    turns = [t for t in row["turns"] if t["end"] <= 25]
+    tr = transcribe_audio(audio, runtime, dataclasses.replace(asr_options, block_s=8.0))
+    assert [s.start for s in tr.segments] == sorted(s.start for s in tr.segments)
+    sc = score_call(turns, tr, "en")
+    assert sc.error_rate < 0.3 and sc.speaker_accuracy >= 0.95
+
+
+@pytest.mark.slow
+def test_long_recording(shared_data, runtime, asr_options):
+    """8.5 minutes (ten calls in a row): transcribed in blocks to the end, every call found."""
+    audio = load_audio(BAD / "long_call_8min.wav")
+    tr = transcribe_audio(audio, runtime, asr_options)
+    parts = json.loads((BAD / "long_call_8min.components.json").read_text(encoding="utf-8"))["components"]
+    assert tr.duration == pytest.approx(510.6, abs=1)
+    for p in parts:  # each call's agent opening is there, within its first 5 s
+        assert any(s.speaker == "agent" and p["offset_s"] - 0.5 <= s.start <= p["offset_s"] + 5 for s in tr.segments), p
+    assert tr.segments[-1].end > parts[-1]["offset_s"] + parts[-1]["duration_s"] - 5
