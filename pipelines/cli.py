@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         source_dir=str(args.dir), manifest=str(args.manifest) if args.manifest else None, db=str(args.db),
         checklist=args.checklist, asr=_asr_options(args), max_attempts=args.max_attempts,
         progress=not args.quiet, workers=args.workers, wait=args.wait,
-        stage_dir=str(args.stage_dir) if args.stage_dir else None,
+        stage_dir=str(args.stage_dir) if args.stage_dir else None, mask_pii=not args.no_pii_mask,
     )
     if args.no_prefect:
         if args.dask or args.dask_address:
@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-attempts", type=int, default=3, help="give up on a failing file after this many runs")
     r.add_argument("--no-prefect", action="store_true",
                    help="run the same steps without Prefect (no server start; no run history in the UI)")
+    r.add_argument("--no-pii-mask", action="store_true",
+                   help="store transcripts and evidence as heard; by default phone, ID and bank card numbers "
+                   "are masked before anything is written (scoring always sees the raw text)")
     r.add_argument("--workers", type=int, default=1,
                    help="transcription worker processes (default 1; the cores are split between them)")
     r.add_argument("--wait", type=float, default=0, metavar="SECONDS",

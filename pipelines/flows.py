@@ -31,9 +31,18 @@ from callqa.models.audio import AudioError, load_audio
 from callqa.models.runtimes import get_runtime
 from callqa.pipelines.batch import BatchEntry, discover, file_sha256
 from callqa.pipelines.scale import load_partitions, mark_loaded, write_partition
-from callqa.pipelines.store import DEFAULT_DB, Store, WriterLock, failure_kind, parse_started_at
+from callqa.pipelines.store import (
+    DEFAULT_DB,
+    Store,
+    WriterLock,
+    failure_kind,
+    parse_started_at,
+    register_text_filter,
+    unregister_text_filter,
+)
 from callqa.qa_rules.checklist import Checklist, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
+from callqa.qa_rules.tags import tag_needs
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
@@ -229,13 +238,46 @@ def process_batch(
     stage_dir: str | Path | None = None,
     orchestrator: str | None = None,
     flow_run_id: str | None = None,
+    mask_pii: bool = True,
 ) -> RunSummary:
     """The batch logic, callable with or without Prefect (the flow below wraps it with `tasks=True`,
     so each transcription and scoring is a Prefect task run on the flow's task runner).
 
     workers: transcription processes when run without Prefect (with Prefect: the task runner's).
     wait: seconds to queue behind another run writing the same database before giving up.
-    stage_dir: shared folder where workers leave transcripts as Parquet partitions (see scale.py)."""
+    stage_dir: shared folder where workers leave transcripts as Parquet partitions (see scale.py).
+    mask_pii: mask phone, ID and bank card numbers in stored transcripts and evidence (scoring sees raw text)."""
+    if mask_pii:
+        register_text_filter(_mask_pii)
+    try:
+        return _process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks, workers, wait,
+                              stage_dir, orchestrator, flow_run_id)
+    finally:
+        if mask_pii:
+            unregister_text_filter(_mask_pii)
+
+
+def _mask_pii(text: str) -> str:
+    from callqa.qa_rules.pii import mask_pii
+
+    return mask_pii(text)
+
+
+def _process_batch(
+    source_dir: str | Path,
+    manifest: str | Path | None = None,
+    db: str | Path = DEFAULT_DB,
+    checklist: str | Path = "sales_core",
+    asr: AsrOptions | None = None,
+    max_attempts: int = 3,
+    progress: bool = True,
+    tasks: bool = False,
+    workers: int = 1,
+    wait: float = 0.0,
+    stage_dir: str | Path | None = None,
+    orchestrator: str | None = None,
+    flow_run_id: str | None = None,
+) -> RunSummary:
     t_start = time.perf_counter()
     score = score_task if tasks else _score
     from tqdm import tqdm
@@ -318,6 +360,7 @@ def process_batch(
                     timing["engine_load"] = time.perf_counter() - t0
                     t0 = time.perf_counter()
                 call_score = score(engine, transcript)
+                tags = tag_needs(transcript, engine.embedder)
                 timing["checklist"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             with Store(db, lock=False, wait=60) as store:
@@ -331,6 +374,7 @@ def process_batch(
                             mark_loaded(store, stage, rid)
                 if call_score is not None:
                     store.save_score(rid, call_score)
+                    store.save_tags(rid, tags)
                     counts["scored"] += 1
                     log.info("scored %s: %.0f", name, call_score.score)
             timing["storage"] = time.perf_counter() - t0
@@ -372,6 +416,7 @@ def score_recordings(
     wait: float = 0.0,
     stage_dir: str | None = None,
     orchestrator: str = "prefect",
+    mask_pii: bool = True,
 ) -> RunSummary:
     """Score every new recording of a batch folder and store the results in DuckDB.
     Publishes the run summary (counts, failures) as the markdown artifact `callqa-run-summary`."""
@@ -379,7 +424,7 @@ def score_recordings(
 
     summary = process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks=True,
                             workers=workers, wait=wait, stage_dir=stage_dir,
-                            orchestrator=orchestrator,
+                            orchestrator=orchestrator, mask_pii=mask_pii,
                             flow_run_id=str(flow_run.get_id() or ""))
     logger = get_run_logger()
     for line in summary.lines():

@@ -157,11 +157,38 @@ CREATE TABLE loaded_partitions (
 );
 """
 
+# Human review overrides (created on demand by `callqa review` before this migration existed, hence
+# IF NOT EXISTS) and the customer need tags found per call.
+_V4 = """
+CREATE TABLE IF NOT EXISTS verdict_reviews (
+    review_id         BIGINT PRIMARY KEY,
+    recording_id      VARCHAR NOT NULL,
+    checklist_id      VARCHAR NOT NULL,
+    checklist_version INTEGER NOT NULL,
+    item_id           VARCHAR NOT NULL,
+    verdict           VARCHAR NOT NULL,
+    auto_verdict      VARCHAR,
+    reviewer          VARCHAR NOT NULL,
+    comment           VARCHAR,
+    created_at        TIMESTAMPTZ DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS call_tags (
+    recording_id VARCHAR NOT NULL,
+    tag_id       VARCHAR NOT NULL,                         -- from qa_rules/tags/*.yaml
+    title        JSON,
+    confidence   DOUBLE,
+    evidence     JSON,                                    -- [{segment, speaker, quote, start, end, score}]
+    tagged_at    TIMESTAMPTZ DEFAULT current_timestamp,
+    PRIMARY KEY (recording_id, tag_id)
+);
+"""
+
 # One ordered list. Append only (see the module docstring).
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema: recordings, segments, checklists, item_verdicts, call_scores, runs", _V1),
     Migration(2, "run audit trail (runs.status/host/pid/workers, run_failures), recordings.failure_kind", _V2),
     Migration(3, "loaded_partitions: Parquet partitions merged from scale-out workers", _V3),
+    Migration(4, "verdict_reviews (human overrides) and call_tags (customer need tags)", _V4),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 from callqa.pipelines.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist
+from callqa.qa_rules.tags import NeedTag
 
 from callqa.records import CallScore, Transcript
 
@@ -281,6 +282,18 @@ class Store:
                 "UPDATE recordings SET status = 'scored', updated_at = current_timestamp WHERE recording_id = ?",
                 [recording_id],
             )
+
+    def save_tags(self, recording_id: str, tags: list[NeedTag]) -> None:
+        """Replace a call's customer need tags (idempotent); evidence quotes pass the text filters."""
+        with self.transaction() as con:
+            con.execute("DELETE FROM call_tags WHERE recording_id = ?", [recording_id])
+            if tags:
+                con.executemany(
+                    "INSERT INTO call_tags (recording_id, tag_id, title, confidence, evidence) VALUES (?, ?, ?, ?, ?)",
+                    [[recording_id, t.tag_id, json.dumps(t.title, ensure_ascii=False), t.confidence,
+                      json.dumps([asdict(e) | {"quote": stored_text(e.quote)} for e in t.evidence],
+                                 ensure_ascii=False)] for t in tags],
+                )
 
     def record_failure(self, recording_id: str | None, status: str, reason: str, message: str,
                        run_id: str | None = None, file: str | None = None) -> str:

@@ -58,7 +58,8 @@ def main() -> None:
     base = results[args.configs[0]]["wall_s"]
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"{len(calls.files)} calls, {total_audio:.0f} s of audio, both channels each, beam 5; GPU: {name}")
-    print(f"{'config':12s} {'wall s':>8s} {'RTF':>7s} {'x faster than real time':>24s} {'vs first':>9s} {'peak GPU MB':>12s}")
+    print(f"{'config':12s} {'wall s':>8s} {'RTF':>7s} {'x faster than real time':>24s} {'vs first':>9s} "
+          f"{'peak GPU MB':>12s}")
     for cfg, r in results.items():
         print(f"{cfg:12s} {r['wall_s']:8.1f} {r['rtf']:7.4f} {1 / r['rtf']:24.1f} {r['wall_s'] / base:9.2f} "
               f"{r['peak_gpu_mb']:12.0f}")
