@@ -36,9 +36,8 @@ from callqa.pipelines.store import (
     Store,
     WriterLock,
     failure_kind,
+    masked_text,
     parse_started_at,
-    register_text_filter,
-    unregister_text_filter,
 )
 from callqa.qa_rules.checklist import Checklist, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
@@ -126,6 +125,12 @@ def _score(engine: ChecklistEngine, transcript: Transcript) -> CallScore:
 
 
 score_task = task(name="apply-checklist", cache_policy=NO_CACHE)(_score)
+
+
+def _mask_pii(text: str) -> str:
+    from callqa.qa_rules.pii import mask_pii
+
+    return mask_pii(text)
 
 
 @dataclass
@@ -247,37 +252,6 @@ def process_batch(
     wait: seconds to queue behind another run writing the same database before giving up.
     stage_dir: shared folder where workers leave transcripts as Parquet partitions (see scale.py).
     mask_pii: mask phone, ID and bank card numbers in stored transcripts and evidence (scoring sees raw text)."""
-    if mask_pii:
-        register_text_filter(_mask_pii)
-    try:
-        return _process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks, workers, wait,
-                              stage_dir, orchestrator, flow_run_id)
-    finally:
-        if mask_pii:
-            unregister_text_filter(_mask_pii)
-
-
-def _mask_pii(text: str) -> str:
-    from callqa.qa_rules.pii import mask_pii
-
-    return mask_pii(text)
-
-
-def _process_batch(
-    source_dir: str | Path,
-    manifest: str | Path | None = None,
-    db: str | Path = DEFAULT_DB,
-    checklist: str | Path = "sales_core",
-    asr: AsrOptions | None = None,
-    max_attempts: int = 3,
-    progress: bool = True,
-    tasks: bool = False,
-    workers: int = 1,
-    wait: float = 0.0,
-    stage_dir: str | Path | None = None,
-    orchestrator: str | None = None,
-    flow_run_id: str | None = None,
-) -> RunSummary:
     t_start = time.perf_counter()
     score = score_task if tasks else _score
     from tqdm import tqdm
@@ -297,7 +271,7 @@ def _process_batch(
         failures.append((name, reason, message))
         log.warning("%s: %s: %s", name, reason, message)
 
-    with WriterLock(db, wait, what=f"callqa run {source_dir}"):
+    with WriterLock(db, wait, what=f"callqa run {source_dir}"), masked_text(_mask_pii if mask_pii else None):
         entries = discover(Path(source_dir), Path(manifest) if manifest else None)
         counts["found"] = len(entries)
         to_score: list[tuple[BatchEntry, str]] = []  # transcript already stored

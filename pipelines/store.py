@@ -60,6 +60,19 @@ def unregister_text_filter(fn: Callable[[str], str]) -> None:
         _TEXT_FILTERS.remove(fn)
 
 
+@contextmanager
+def masked_text(fn: Callable[[str], str] | None) -> Iterator[None]:
+    """Apply `fn` to stored text for the duration of the block (nothing when `fn` is None)."""
+    if fn is None:
+        yield
+        return
+    register_text_filter(fn)
+    try:
+        yield
+    finally:
+        unregister_text_filter(fn)
+
+
 def stored_text(text: str) -> str:
     for fn in _TEXT_FILTERS:
         text = fn(text)
