@@ -282,18 +282,26 @@ def _referenced_items(op: Any) -> list[str]:
     return []
 
 
-def parse_checklist(text: str, source: str = "<string>") -> Checklist:
-    """Parse and validate checklist YAML. Raises `ChecklistError` naming the file, line and field."""
+def load_versioned_yaml(text: str, source: str, what: str, body: str, optional: set[str]) -> tuple[dict, _Validator]:
+    """Safe-load a versioned YAML file (`id`, `version`, `body` list) with line numbers, and check its top level.
+
+    Shared by checklists and tag files; errors name the file, line and field."""
     try:
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ChecklistError(f"{source}: not valid YAML: {e}") from e
     v = _Validator(source)
     if not isinstance(raw, dict):
-        raise ChecklistError(f"{source}: the top level must be a mapping with id, version and items")
-    v.keys(raw, "checklist", {"id", "version", "items"}, {"title", "description", "calibration"})
-    if not isinstance(raw["version"], int) or raw["version"] < 1:
+        raise ChecklistError(f"{source}: the top level must be a mapping with id, version and {body}")
+    v.keys(raw, what, {"id", "version", body}, optional)
+    if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
         v.fail(raw, "version", "must be a positive integer")
+    return raw, v
+
+
+def parse_checklist(text: str, source: str = "<string>") -> Checklist:
+    """Parse and validate checklist YAML. Raises `ChecklistError` naming the file, line and field."""
+    raw, v = load_versioned_yaml(text, source, "checklist", "items", {"title", "description", "calibration"})
     if not isinstance(raw["items"], list) or not raw["items"]:
         v.fail(raw, "items", "must be a non-empty list")
     items: list[Item] = []

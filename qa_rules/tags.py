@@ -20,8 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-from callqa.qa_rules.checklist import SPEAKERS, ChecklistError, _LineLoader, _strip_lines, _Validator
+from callqa.qa_rules.checklist import SPEAKERS, ChecklistError, _strip_lines, load_versioned_yaml
 from callqa.qa_rules.operators import Context, evaluate
 from callqa.qa_rules.utterances import utterances
 
@@ -60,16 +59,7 @@ class TagSet:
 
 def parse_tags(text: str, source: str = "<string>") -> TagSet:
     """Parse and validate a tag file; errors name the file, line and field (as for checklists)."""
-    try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ChecklistError(f"{source}: not valid YAML: {e}") from e
-    v = _Validator(source)
-    if not isinstance(raw, dict):
-        raise ChecklistError(f"{source}: the top level must be a mapping with id, version and tags")
-    v.keys(raw, "tags file", {"id", "version", "tags"}, {"title", "description"})
-    if not isinstance(raw["version"], int) or isinstance(raw["version"], bool) or raw["version"] < 1:
-        v.fail(raw, "version", "must be a positive integer")
+    raw, v = load_versioned_yaml(text, source, "tags file", "tags", {"title", "description"})
     if not isinstance(raw["tags"], list) or not raw["tags"]:
         v.fail(raw, "tags", "must be a non-empty list")
     out, seen = [], set()
