@@ -65,8 +65,9 @@ def _agent_channel(value: Any, where: str) -> int:
     raise ManifestError(f"{where}: agent_channel must be left/right or 0/1, got {value!r}")
 
 
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV or JSONL manifest (chosen by content: a JSON object per line, else CSV)."""
+def read_manifest(path: Path, require_file: bool = True) -> list[dict[str, Any]]:
+    """Rows of a CSV or JSONL manifest (chosen by content: a JSON object per line, else CSV).
+    `require_file=False` accepts rows without audio (`turns` only, for text evaluation)."""
     text = path.read_text(encoding="utf-8-sig")
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     rows: list[dict[str, Any]] = []
@@ -81,7 +82,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     else:
         rows = [dict(r) for r in csv.DictReader(text.splitlines())]
     for n, r in enumerate(rows, start=1):
-        if not r.get("file"):
+        if require_file and not r.get("file"):
             raise ManifestError(f"{path}: row {n} has no 'file'")
     return rows
 

@@ -141,12 +141,19 @@ def cmd_asr_bench(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from callqa.pipelines.batch import read_manifest
-    from callqa.pipelines.evaluate import evaluate_calls, format_eval
+    from callqa.pipelines.evaluate import attach_labels, call_key, evaluate_calls, format_eval
     from callqa.pipelines.flows import make_engine
     from callqa.qa_rules.checklist import load_checklist
 
     checklist = load_checklist(args.checklist)
-    rows = [r for r in read_manifest(args.manifest) if r.get("labels")]
+    rows = read_manifest(args.manifest, require_file=not args.text)
+    if args.labels:
+        try:
+            rows = attach_labels(rows, read_manifest(args.labels, require_file=False))
+        except ValueError as e:
+            print(f"callqa eval: {args.labels}: {e}", file=sys.stderr)
+            return 1
+    rows = [r for r in rows if r.get("labels")]
     if not rows:
         print(f"callqa eval: {args.manifest} has no rows with 'labels'", file=sys.stderr)
         return 1
@@ -157,7 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         for r in rows:
             t = Transcript.from_turns(r["turns"], r.get("language"))
-            results.append((str(r.get("call_id") or r["file"]), r["labels"], engine.verdicts(t)))
+            results.append((call_key(r), r["labels"], engine.verdicts(t)))
     else:
         results = _eval_from_audio(args, checklist, rows)
     result = evaluate_calls(checklist, results)
@@ -256,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--text classifies the reference `turns`, otherwise the audio is transcribed first.")
     e.add_argument("--manifest", type=Path, required=True, help="JSONL/CSV manifest with labels (and turns)")
     e.add_argument("--text", action="store_true", help="classify the reference transcripts instead of audio")
+    e.add_argument("--labels", type=Path, default=None,
+                   help="JSONL of {call_id or source_id, labels} joined onto the manifest's rows: labels kept "
+                   "apart from a corpus whose text may not be copied (tests/data/heldout/real_labels.jsonl)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--db", type=Path, default=Path("callqa-eval.duckdb"),
                    help="DuckDB file for the audio run (default: ./callqa-eval.duckdb)")

@@ -17,6 +17,22 @@ from callqa.records import ItemVerdict
 LABELS = ("usage_scenario", "selling_point", "objection", "objection_resolved", "greeting", "forbidden_phrase")
 
 
+def call_key(row: dict) -> str:
+    """How a manifest row is named in results and label files: call_id, else source_id, else file."""
+    return str(row.get("call_id") or row.get("source_id") or row.get("file"))
+
+
+def attach_labels(rows: list[dict], label_rows: list[dict]) -> list[dict]:
+    """Rows with `labels` taken from `label_rows` (joined on `call_key`), for corpora whose text must
+    stay where it is while its labels live elsewhere. Rows without labels are dropped; a label row
+    naming no manifest row is an error (a typo would silently shrink the evaluation)."""
+    by_key = {call_key(r): r for r in label_rows}
+    unknown = sorted(set(by_key) - {call_key(r) for r in rows})
+    if unknown:
+        raise ValueError(f"labels for calls not in the manifest: {', '.join(unknown[:5])}")
+    return [{**r, "labels": by_key[call_key(r)]["labels"]} for r in rows if call_key(r) in by_key]
+
+
 def predicted_label(checklist: Checklist, verdict: ItemVerdict) -> bool | None:
     """A verdict as the label a reviewer would give (None = not applicable)."""
     if verdict.verdict == "na":

@@ -43,6 +43,9 @@ class ChecklistEngine:
         cal = checklist.calibration
         self.threshold_shifts = dict(threshold_shifts) if threshold_shifts is not None else {
             k: c.threshold_shift for k, c in cal.items()}
+        # items other items read match by match (`item:`, e.g. objection as the trigger of a sequence)
+        # need every match; the rest only need to know whether they matched (see `evaluate`)
+        self._read_by_others = set(_item_refs([i.detect for i in checklist.items]))
 
     def matches(self, transcript: Transcript) -> tuple[Context, dict[str, Match]]:
         """Run every item's detection; returns the context and each item's raw match."""
@@ -52,7 +55,8 @@ class ChecklistEngine:
                 ctx.item_matches[item.id] = Match()  # not applicable: skip the work (and the embeddings)
                 continue
             ctx.threshold_shift = self.threshold_shifts.get(item.id, 0.0)
-            ctx.item_matches[item.id] = evaluate(item.detect, ctx, item.speaker)
+            ctx.item_matches[item.id] = evaluate(item.detect, ctx, item.speaker,
+                                                 exhaustive=item.id in self._read_by_others)
         return ctx, ctx.item_matches
 
     def verdicts(self, transcript: Transcript) -> list[ItemVerdict]:
@@ -101,6 +105,14 @@ class ChecklistEngine:
             return ItemVerdict(item.id, "fail", conf, evidence, "found a forbidden utterance")
         return ItemVerdict(item.id, "pass", conf, (), f"none found in {len(ctx.universe(item.speaker))} "
                                                       f"{item.speaker} sentences")
+
+
+def _item_refs(op: object) -> list[str]:
+    """Ids named by `item:` operators anywhere inside `op`."""
+    if isinstance(op, dict):
+        return [v for k, v in op.items() if k == "item" and isinstance(v, str)] + [
+            r for k, v in op.items() if k != "item" for r in _item_refs(v)]
+    return [r for v in op for r in _item_refs(v)] if isinstance(op, list) else []
 
 
 def _evidence(match: Match, ctx: Context, limit: int) -> tuple[Evidence, ...]:

@@ -111,15 +111,23 @@ def _costly(op: Any) -> bool:
     return isinstance(op, list) and any(_costly(v) for v in op)
 
 
-def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | None = None) -> Match:
+def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | None = None,
+             exhaustive: bool = True) -> Match:
     """Evaluate one detection operator over the utterances of `speaker` (only those in `within`, if given:
-    `all` passes what its cheap parts matched to its costly ones, so fewer sentences are embedded)."""
+    `all` passes what its cheap parts matched to its costly ones, so fewer sentences are embedded).
+
+    `exhaustive=False` says the caller needs only whether anything matched (and some evidence), not every
+    match: an `any` whose cheap parts already matched then skips its costly (embedding) parts. The engine
+    asks for every match only of items that other items read through `item:`.
+    """
     ((name, arg),) = op.items()
     if name == "all":
         parts: list[Match] = []
         cand = within
-        for sub in sorted(arg, key=_costly):
-            parts.append(evaluate(sub, ctx, speaker, cand))
+        subs = sorted(arg, key=_costly)
+        for k, sub in enumerate(subs):
+            # only the last part may stop early: an earlier part's matches are narrowed by the later ones
+            parts.append(evaluate(sub, ctx, speaker, cand, exhaustive or k < len(subs) - 1))
             cand = set(parts[-1].hits) if cand is None else cand & set(parts[-1].hits)
             if not cand:
                 break
@@ -129,8 +137,10 @@ def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | 
     if name == "any":
         out = Match()
         for sub in sorted(arg, key=_costly):
+            if out.hits and not exhaustive and _costly(sub):
+                break  # matched already: the costly parts could add matches but not change the answer
             rest = set(ctx.universe("any", within)) - set(out.hits)  # already matched: no need to embed
-            m = evaluate(sub, ctx, speaker, rest if _costly(sub) and out.hits else within)
+            m = evaluate(sub, ctx, speaker, rest if _costly(sub) and out.hits else within, exhaustive)
             for i, s in m.hits.items():
                 out.hits[i] = max(s, out.hits.get(i, 0.0))
             out.near_miss = max(out.near_miss, m.near_miss)

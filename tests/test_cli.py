@@ -9,7 +9,7 @@ import pytest
 from callqa.pipelines.cli import build_parser, main
 from callqa.pipelines.evaluate import LABELS
 
-from tests.conftest import DEV, SAMPLES
+from tests.conftest import DEV, ROOT, SAMPLES
 
 
 @pytest.mark.parametrize("cmd", [[], ["run"], ["scorecard"], ["eval"]])
@@ -62,3 +62,16 @@ def test_run_without_prefect_then_scorecard_json(tmp_path, capsys):
 def test_scorecard_on_missing_db_is_a_clear_error(tmp_path, capsys):
     assert main(["scorecard", "--db", str(tmp_path / "nope.duckdb")]) == 2
     assert "no database" in capsys.readouterr().err
+
+
+def test_eval_joins_labels_kept_apart_from_the_corpus(shared_data, tmp_path, capsys):
+    """Real chats may not be copied next to their labels: `--labels` joins them on source_id."""
+    real = shared_data / "real" / "dialogues.jsonl"
+    labels = ROOT / "tests" / "data" / "heldout" / "real_labels.jsonl"
+    assert main(["-q", "eval", "--manifest", str(real), "--labels", str(labels), "--text", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sum(out["confusion"]["objection"].values()) == 40  # every chat evaluated, none twice
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text(json.dumps({"source_id": "no-such-chat", "labels": {"greeting": True}}) + "\n", encoding="utf-8")
+    assert main(["-q", "eval", "--manifest", str(real), "--labels", str(bad), "--text"]) == 1
+    assert "no-such-chat" in capsys.readouterr().err

@@ -121,3 +121,73 @@ def test_selling_point_needs_a_concrete_feature(checklist, engine, agent, sellin
 def test_greeting_needs_a_greeting_and_own_name(checklist, engine, first, greeting):
     got = _labels(checklist, engine, ("agent", first), ("customer", "Hi."), language="en" if first.isascii() else "zh")
     assert got["greeting"] is greeting
+
+
+class _Counting:
+    """The real encoder, counting the texts it is asked to embed."""
+
+    def __init__(self, encoder):
+        self.encoder, self.texts = encoder, []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        return self.encoder.embed(texts)
+
+
+_ONE_ITEM = """
+id: spec_only
+version: 1
+title: {zh: 卖点, en: Selling point}
+description: {zh: 说出具体参数。, en: States a spec.}
+items:
+  - id: spec
+    title: {zh: 卖点, en: Spec}
+    description: {zh: 说出具体参数。, en: States a spec.}
+    speaker: agent
+    weight: 1
+    detect:
+      any:
+        - regex: ['[0-9]+ ?(升|瓦|liters?|watts?)']
+        - semantic:
+            positive: [It has a powerful motor., 它的电机功率很大。]
+            threshold: 0.9
+"""
+
+
+def test_an_item_stops_embedding_once_a_literal_rule_decided_it(tmp_path, encoder):
+    from callqa.qa_rules.checklist import load_checklist
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    path = tmp_path / "spec_only.yaml"
+    path.write_text(_ONE_ITEM, encoding="utf-8")
+    counting = _Counting(encoder)
+    engine = ChecklistEngine(load_checklist(path), counting)
+
+    def call(*agent: str) -> Transcript:
+        return Transcript(tuple(Segment("agent", 2.0 * i, 2.0 * i + 2, t) for i, t in enumerate(agent)), "en")
+
+    (v,) = engine.verdicts(call("Hello, I'm Sam.", "It holds 2 liters.", "The lid is very sturdy."))
+    assert v.verdict == "pass" and "2 liters" in v.evidence[0].quote
+    assert counting.texts == []  # decided by the regex: nothing embedded
+    (v,) = engine.verdicts(call("Hello, I'm Sam.", "The lid is very sturdy."))
+    assert v.verdict == "fail" and "The lid is very sturdy." in counting.texts  # no literal hit: embedded
+
+
+def test_items_read_by_other_items_still_find_every_match(checklist, encoder):
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    counting = _Counting(encoder)
+    engine = ChecklistEngine(checklist, counting)
+    turns = [("agent", "您好，我是小林。请问家里几口人用？"), ("customer", "三个人，就是有点贵。"),
+             ("agent", "这台是十三套的，加热到七十度除菌。"), ("agent", "它的内胆是不锈钢的，很耐用。"),
+             ("customer", "好的。")]
+    tr = Transcript(tuple(Segment(sp, 2.0 * i, 2.0 * i + 2, t) for i, (sp, t) in enumerate(turns)), "zh")
+    got = {v.item_id: v for v in engine.verdicts(tr)}
+    assert got["selling_point"].verdict == "pass" and got["usage_scenario"].verdict == "pass"
+    # objection is read by objection_resolved match by match: every customer sentence is looked at
+    assert "好的。" in counting.texts
+    # and an engine that must find every match gives the same verdicts
+    full = {i.id for i in checklist.items}
+    engine_all = ChecklistEngine(checklist, encoder)
+    engine_all._read_by_others = full
+    assert [v.verdict for v in engine_all.verdicts(tr)] == [v.verdict for v in engine.verdicts(tr)]
