@@ -162,9 +162,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.text:
         from callqa.records import Transcript
 
-        for r in rows:
-            t = Transcript.from_turns(r["turns"], r.get("language"))
-            results.append((call_key(r), r["labels"], engine.verdicts(t)))
+        transcripts = [Transcript.from_turns(r["turns"], r.get("language")) for r in rows]
+        for r, verdicts in zip(rows, engine.verdicts_many(transcripts), strict=True):
+            results.append((call_key(r), r["labels"], verdicts))
     else:
         results = _eval_from_audio(args, checklist, rows)
     result = evaluate_calls(checklist, results)

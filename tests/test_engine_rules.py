@@ -191,3 +191,13 @@ def test_items_read_by_other_items_still_find_every_match(checklist, encoder):
     engine_all = ChecklistEngine(checklist, encoder)
     engine_all._read_by_others = full
     assert [v.verdict for v in engine_all.verdicts(tr)] == [v.verdict for v in engine.verdicts(tr)]
+
+
+def test_scoring_many_calls_at_once_gives_the_same_verdicts(shared_data, checklist, encoder):
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    calls = [Transcript.from_turns(c["turns"], c["language"]) for c in dev_calls()[:6]]
+    one_by_one = [ChecklistEngine(checklist, encoder).verdicts(t) for t in calls]
+    together = ChecklistEngine(checklist, encoder).verdicts_many(calls)
+    assert [[(v.item_id, v.verdict) for v in vs] for vs in together] == \
+        [[(v.item_id, v.verdict) for v in vs] for vs in one_by_one]
