@@ -6,30 +6,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from callqa.pipelines.batch import read_manifest
+from callqa.pipelines.evaluate import attach_labels, call_key
 from callqa.qa_rules.calibration import CalibrationResult, LabelledCall, calibrate, render_calibrated
 from callqa.qa_rules.checklist import Checklist
 
 from callqa.records import TextEmbedder, Transcript
 
 
-def labelled_calls(manifest: Path) -> list[LabelledCall]:
-    """Manifest rows with both `labels` and reference `turns` (text-mode calibration)."""
-    calls = []
-    for r in read_manifest(Path(manifest)):
-        if r.get("labels") and r.get("turns"):
-            calls.append(LabelledCall(str(r.get("call_id") or r.get("file")),
-                                      Transcript.from_turns(r["turns"], r.get("language")), dict(r["labels"])))
+def labelled_calls(manifests: Path | list[Path], labels: Path | None = None) -> list[LabelledCall]:
+    """Rows of one or more manifests with both `labels` and reference `turns` (text-mode calibration);
+    `labels`: a JSONL of labels joined on call_id/source_id (see `callqa eval --labels`)."""
+    paths = [Path(manifests)] if isinstance(manifests, str | Path) else [Path(m) for m in manifests]
+    rows = [r for m in paths for r in read_manifest(m, require_file=False)]
+    if labels is not None:
+        rows = attach_labels(rows, read_manifest(Path(labels), require_file=False))
+    calls = [LabelledCall(call_key(r), Transcript.from_turns(r["turns"], r.get("language")), dict(r["labels"]))
+             for r in rows if r.get("labels") and r.get("turns")]
     if not calls:
-        raise ValueError(f"{manifest}: no rows with both 'labels' and 'turns'")
+        raise ValueError(f"{', '.join(map(str, paths))}: no rows with both 'labels' and 'turns'")
     return calls
 
 
-def run_calibration(checklist: Checklist, manifest: Path, embedder: TextEmbedder | None, out: Path | None = None,
-                    folds: int = 5) -> tuple[CalibrationResult, Path, str]:
-    """Calibrate on `manifest`, write the new version to `out` (default ./<id>.v<N+1>.yaml)."""
-    calls = labelled_calls(manifest)
+def run_calibration(checklist: Checklist, manifests: Path | list[Path], embedder: TextEmbedder | None,
+                    out: Path | None = None, folds: int = 5, labels: Path | None = None,
+                    ) -> tuple[CalibrationResult, Path, str]:
+    """Calibrate on the manifests' calls, write the new version to `out` (default ./<id>.v<N+1>.yaml)."""
+    calls = labelled_calls(manifests, labels)
     result = calibrate(checklist, calls, embedder, folds=folds)
-    text = render_calibrated(result, source_name=Path(manifest).name)
+    names = [Path(m).name for m in ([manifests] if isinstance(manifests, str | Path) else manifests)]
+    text = render_calibrated(result, source_name=" + ".join(names))
     out = Path(out) if out else Path(f"{checklist.id}.v{checklist.version + 1}.yaml")
     out.write_text(text, encoding="utf-8")
     return result, out, text

@@ -209,7 +209,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from callqa.qa_rules.checklist import load_checklist
 
     checklist = load_checklist(args.checklist)
-    result, out, _ = run_calibration(checklist, args.manifest, make_engine(checklist).embedder, args.out, args.folds)
+    result, out, _ = run_calibration(checklist, args.manifest, make_engine(checklist).embedder, args.out, args.folds,
+                                     labels=args.labels)
     print(json.dumps(result_dict(result, out), indent=2) if args.json else f"{format_calibration(result)}\nwrote {out}")
     return 0
 
@@ -278,7 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "logistic confidence curve on the manifest's labelled reference transcripts, report "
                        "train and K-fold cross-validated F1, and write the checklist as version N+1 with a "
                        "`calibration:` section.")
-    c.add_argument("--manifest", type=Path, required=True, help="JSONL/CSV manifest with labels and turns")
+    c.add_argument("--manifest", type=Path, required=True, action="append",
+                   help="JSONL/CSV manifest with labels and turns; repeat to fit on several sets together")
+    c.add_argument("--labels", type=Path, default=None,
+                   help="JSONL of {call_id or source_id, labels} joined onto the manifests' rows (as in eval)")
     c.add_argument("--out", type=Path, default=None, help="new version file (default: ./<id>.v<N+1>.yaml)")
     c.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path to start from")
     c.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")

@@ -24,13 +24,13 @@ def call_key(row: dict) -> str:
 
 def attach_labels(rows: list[dict], label_rows: list[dict]) -> list[dict]:
     """Rows with `labels` taken from `label_rows` (joined on `call_key`), for corpora whose text must
-    stay where it is while its labels live elsewhere. Rows without labels are dropped; a label row
+    stay where it is while its labels live elsewhere. Other rows are kept as they are; a label row
     naming no manifest row is an error (a typo would silently shrink the evaluation)."""
     by_key = {call_key(r): r for r in label_rows}
     unknown = sorted(set(by_key) - {call_key(r) for r in rows})
     if unknown:
         raise ValueError(f"labels for calls not in the manifest: {', '.join(unknown[:5])}")
-    return [{**r, "labels": by_key[call_key(r)]["labels"]} for r in rows if call_key(r) in by_key]
+    return [{**r, "labels": by_key[call_key(r)]["labels"]} if call_key(r) in by_key else r for r in rows]
 
 
 def predicted_label(checklist: Checklist, verdict: ItemVerdict) -> bool | None:

@@ -74,3 +74,13 @@ def test_helpers():
     assert f1([True, False, None], [True, True, None]) == pytest.approx(2 / 3)
     a, b = fit_logistic([0.1, 0.2, 0.3, 0.7, 0.8, 0.9], [False, False, False, True, True, True])
     assert a > 0 and sigmoid(a * 0.9 + b) > 0.8 and sigmoid(a * 0.1 + b) < 0.2
+
+
+def test_calibration_reads_several_labelled_sets(shared_data):
+    from tests.conftest import ROOT
+
+    calls = labelled_calls([DEV / "calls.jsonl", ROOT / "tests" / "data" / "heldout" / "calls_a.jsonl"])
+    assert len(calls) == 70 and len({c.call_id for c in calls}) == 70
+    real = labelled_calls(shared_data / "real" / "dialogues.jsonl",
+                          labels=ROOT / "tests" / "data" / "heldout" / "real_labels.jsonl")
+    assert len(real) == 40 and all(c.labels for c in real)
