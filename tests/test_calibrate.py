@@ -61,8 +61,8 @@ def test_threshold_shift_changes_semantic_verdicts(checklist, encoder):
     from callqa.records import Segment, Transcript
 
     # no keyword of the objection rule: only the semantic exemplars can find this concern
-    tr = Transcript((Segment("agent", 0, 2, "您好，我是小周。"),
-                     Segment("customer", 2, 5, "我总觉得这种东西用两天就会出毛病。")), "zh")
+    tr = Transcript((Segment("agent", 0, 2, "Hi, this is Joe."),
+                     Segment("customer", 2, 5, "I have a feeling it'll fall apart within a month.")), "en")
     got = {s: any(v.item_id == "objection" and v.verdict == "pass"
                   for v in ChecklistEngine(checklist, encoder, threshold_shifts={"objection": s}).verdicts(tr))
            for s in (-0.05, 0.2)}
