@@ -571,6 +571,11 @@ class TextEncoder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
+    def clear_cache(self) -> None:
+        """Forget every memoised embedding (e.g. to time new calls again)."""
+        with self._cache_lock:
+            self._cache.clear()
+
     def _cached(self, text: str) -> np.ndarray | None:
         with self._cache_lock:
             vec = self._cache.get(text)

@@ -13,10 +13,14 @@ from callqa.qa_rules.checklist import Checklist
 from callqa.records import TextEmbedder, Transcript
 
 
+def _paths(manifests: Path | list[Path]) -> list[Path]:
+    return [Path(manifests)] if isinstance(manifests, str | Path) else [Path(m) for m in manifests]
+
+
 def labelled_calls(manifests: Path | list[Path], labels: Path | None = None) -> list[LabelledCall]:
     """Rows of one or more manifests with both `labels` and reference `turns` (text-mode calibration);
     `labels`: a JSONL of labels joined on call_id/source_id (see `callqa eval --labels`)."""
-    paths = [Path(manifests)] if isinstance(manifests, str | Path) else [Path(m) for m in manifests]
+    paths = _paths(manifests)
     rows = [r for m in paths for r in read_manifest(m, require_file=False)]
     if labels is not None:
         rows = attach_labels(rows, read_manifest(Path(labels), require_file=False))
@@ -33,8 +37,7 @@ def run_calibration(checklist: Checklist, manifests: Path | list[Path], embedder
     """Calibrate on the manifests' calls, write the new version to `out` (default ./<id>.v<N+1>.yaml)."""
     calls = labelled_calls(manifests, labels)
     result = calibrate(checklist, calls, embedder, folds=folds)
-    names = [Path(m).name for m in ([manifests] if isinstance(manifests, str | Path) else manifests)]
-    text = render_calibrated(result, source_name=" + ".join(names))
+    text = render_calibrated(result, source_name=" + ".join(p.name for p in _paths(manifests)))
     out = Path(out) if out else Path(f"{checklist.id}.v{checklist.version + 1}.yaml")
     out.write_text(text, encoding="utf-8")
     return result, out, text

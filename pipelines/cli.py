@@ -141,7 +141,7 @@ def cmd_asr_bench(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from callqa.pipelines.batch import read_manifest
-    from callqa.pipelines.evaluate import attach_labels, call_key, evaluate_calls, format_eval
+    from callqa.pipelines.evaluate import attach_labels, classify_text, evaluate_calls, format_eval
     from callqa.pipelines.flows import make_engine
     from callqa.qa_rules.checklist import load_checklist
 
@@ -160,11 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     engine = make_engine(checklist)
     results = []
     if args.text:
-        from callqa.records import Transcript
-
-        transcripts = [Transcript.from_turns(r["turns"], r.get("language")) for r in rows]
-        for r, verdicts in zip(rows, engine.verdicts_many(transcripts), strict=True):
-            results.append((call_key(r), r["labels"], verdicts))
+        results = classify_text(engine, rows)
     else:
         results = _eval_from_audio(args, checklist, rows)
     result = evaluate_calls(checklist, results)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from callqa.qa_rules.checklist import Checklist
+from callqa.qa_rules.engine import ChecklistEngine
 
-from callqa.records import ItemVerdict
+from callqa.records import ItemVerdict, Transcript
 
 LABELS = ("usage_scenario", "selling_point", "objection", "objection_resolved", "greeting", "forbidden_phrase")
 
@@ -31,6 +32,14 @@ def attach_labels(rows: list[dict], label_rows: list[dict]) -> list[dict]:
     if unknown:
         raise ValueError(f"labels for calls not in the manifest: {', '.join(unknown[:5])}")
     return [{**r, "labels": by_key[call_key(r)]["labels"]} if call_key(r) in by_key else r for r in rows]
+
+
+def classify_text(engine: ChecklistEngine, rows: list[dict]) -> list[tuple[str, dict, list[ItemVerdict]]]:
+    """(call key, labels, verdicts) of labelled rows, classified from their reference `turns` (text mode),
+    all calls scored together (`verdicts_many`)."""
+    transcripts = [Transcript.from_turns(r["turns"], r.get("language")) for r in rows]
+    return [(call_key(r), r["labels"], verdicts)
+            for r, verdicts in zip(rows, engine.verdicts_many(transcripts), strict=True)]
 
 
 def predicted_label(checklist: Checklist, verdict: ItemVerdict) -> bool | None:

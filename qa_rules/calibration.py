@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
-from callqa.qa_rules.checklist import Checklist, Item, parse_checklist
+from callqa.qa_rules.checklist import Checklist, Item, parse_checklist, walk_operators
 from callqa.qa_rules.engine import ChecklistEngine, item_score
 
 from callqa.records import ItemVerdict, TextEmbedder, Transcript
@@ -85,12 +85,7 @@ def f1(gold: Sequence[Label], pred: Sequence[Label]) -> float:
 
 
 def _semantic_ops(op) -> list[dict]:
-    if isinstance(op, dict):
-        return [v for k, v in op.items() if k == "semantic"] + [s for k, v in op.items() if k != "semantic"
-                                                                 for s in _semantic_ops(v)]
-    if isinstance(op, list):
-        return [s for v in op for s in _semantic_ops(v)]
-    return []
+    return [v for k, v in walk_operators(op) if k == "semantic"]
 
 
 class _Predictor:

@@ -27,6 +27,7 @@ confidence curves per item. See docs/checklists.md for every field.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,16 +271,19 @@ def _calibration(v: _Validator, raw: Any, ids: set[str]) -> dict[str, ItemCalibr
     return out
 
 
-def _referenced_items(op: Any) -> list[str]:
+def walk_operators(op: Any) -> Iterator[tuple[str, Any]]:
+    """(operator name, argument) of `op` and of everything nested inside it, depth first in file order."""
     if isinstance(op, dict):
-        out = [op["item"]] if "item" in op and isinstance(op["item"], str) else []
         for k, v in op.items():
-            if k != "item":
-                out += _referenced_items(v)
-        return out
-    if isinstance(op, list):
-        return [r for v in op for r in _referenced_items(v)]
-    return []
+            yield k, v
+            yield from walk_operators(v)
+    elif isinstance(op, list):
+        for v in op:
+            yield from walk_operators(v)
+
+
+def _referenced_items(op: Any) -> list[str]:
+    return [v for k, v in walk_operators(op) if k == "item" and isinstance(v, str)]
 
 
 def load_versioned_yaml(text: str, source: str, what: str, body: str, optional: set[str]) -> tuple[dict, _Validator]:

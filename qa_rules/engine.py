@@ -9,10 +9,9 @@ checklist's `calibration` section (written by `callqa calibrate`, see calibratio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
-from callqa.qa_rules.checklist import Checklist, Item
+from callqa.qa_rules.checklist import Checklist, Item, walk_operators
 from callqa.qa_rules.operators import Context, Match, evaluate
 from callqa.qa_rules.utterances import utterances
 
@@ -46,7 +45,7 @@ class ChecklistEngine:
             k: c.threshold_shift for k, c in cal.items()}
         # items other items read match by match (`item:`, e.g. objection as the trigger of a sequence)
         # need every match; the rest only need to know whether they matched (see `evaluate`)
-        ops = list(_operators([i.detect for i in checklist.items]))
+        ops = list(walk_operators([i.detect for i in checklist.items]))
         self._read_by_others = {v for k, v in ops if k == "item" and isinstance(v, str)}
         self._semantic = any(k == "semantic" for k, _ in ops)
 
@@ -122,17 +121,6 @@ class ChecklistEngine:
             return ItemVerdict(item.id, "fail", conf, evidence, "found a forbidden utterance")
         return ItemVerdict(item.id, "pass", conf, (), f"none found in {len(ctx.universe(item.speaker))} "
                                                       f"{item.speaker} sentences")
-
-
-def _operators(op: object) -> Iterator[tuple[str, object]]:
-    """(operator name, argument) of `op` and of every operator nested inside it."""
-    if isinstance(op, dict):
-        for k, v in op.items():
-            yield k, v
-            yield from _operators(v)
-    elif isinstance(op, list):
-        for v in op:
-            yield from _operators(v)
 
 
 def _evidence(match: Match, ctx: Context, limit: int) -> tuple[Evidence, ...]:

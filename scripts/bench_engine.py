@@ -49,7 +49,7 @@ def main() -> int:
         engine.verdicts(t)
     cold = time.perf_counter() - t0
 
-    encoder._cache.clear()  # new calls again, now scored as one batch (`verdicts_many`: sentences embedded together)
+    encoder.clear_cache()  # new calls again, now scored as one batch (`verdicts_many`: sentences embedded together)
     t0 = time.perf_counter()
     engine.verdicts_many(calls)
     cold_batch = time.perf_counter() - t0

@@ -6,12 +6,10 @@ change that only fits one set's wording shows up here."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from callqa.pipelines.evaluate import attach_labels, evaluate_calls
+from callqa.pipelines.batch import read_manifest
+from callqa.pipelines.evaluate import attach_labels, classify_text, evaluate_calls
 
-from callqa.records import Transcript
 from tests.conftest import ROOT
 
 HELDOUT = ROOT / "tests" / "data" / "heldout"
@@ -20,25 +18,19 @@ HELDOUT = ROOT / "tests" / "data" / "heldout"
 FLOORS = {"calls_a": 0.97, "calls_b": 0.80, "calls_c": 0.97, "real": 0.88}  # measured 0.996, 0.830, 1.0, 0.915
 
 
-def _rows(path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
 def _evaluate(checklist, engine, rows):
-    transcripts = [Transcript.from_turns(r["turns"], r.get("language")) for r in rows]
-    results = [(r.get("call_id") or r["source_id"], r["labels"], v)
-               for r, v in zip(rows, engine.verdicts_many(transcripts), strict=True)]
-    return evaluate_calls(checklist, results)
+    return evaluate_calls(checklist, classify_text(engine, rows))
 
 
 @pytest.mark.parametrize("name", ["calls_a", "calls_b", "calls_c"])
 def test_heldout_calls(checklist, engine, name):
-    ev = _evaluate(checklist, engine, _rows(HELDOUT / f"{name}.jsonl"))
+    ev = _evaluate(checklist, engine, read_manifest(HELDOUT / f"{name}.jsonl", require_file=False))
     assert ev.macro_f1 >= FLOORS[name], {k: round(m["f1"], 3) for k, m in ev.items.items()}
 
 
 def test_real_chats(shared_data, checklist, engine):
-    rows = attach_labels(_rows(shared_data / "real" / "dialogues.jsonl"), _rows(HELDOUT / "real_labels.jsonl"))
+    rows = attach_labels(read_manifest(shared_data / "real" / "dialogues.jsonl", require_file=False),
+                         read_manifest(HELDOUT / "real_labels.jsonl", require_file=False))
     assert len(rows) == 40
     ev = _evaluate(checklist, engine, rows)
     assert ev.macro_f1 >= FLOORS["real"], {k: round(m["f1"], 3) for k, m in ev.items.items()}
