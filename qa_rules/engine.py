@@ -47,36 +47,86 @@ class ChecklistEngine:
         # need every match; the rest only need to know whether they matched (see `evaluate`)
         ops = list(walk_operators([i.detect for i in checklist.items]))
         self._read_by_others = {v for k, v in ops if k == "item" and isinstance(v, str)}
-        self._semantic = any(k == "semantic" for k, _ in ops)
+        self._exemplar_sets = list(dict.fromkeys(tuple(arg[side]) for k, arg in ops if k == "semantic"
+                                                 for side in ("positive", "negative") if arg.get(side)))
+        self._semantic = bool(self._exemplar_sets)
+
+    def warm_up(self) -> None:
+        """Embed every exemplar of the checklist in one pass (once per engine; later calls are no-ops).
+
+        The rules would otherwise embed an item's exemplars the first time a call reaches it, in small batches,
+        and that one-off cost would land on whichever calls come first."""
+        if self.embedder is None or not self._semantic or all(s in self._exemplars for s in self._exemplar_sets):
+            return
+        texts = list(dict.fromkeys(t for s in self._exemplar_sets for t in s))
+        vecs = dict(zip(texts, np.asarray(self.embedder.embed(texts), dtype=np.float32), strict=True))
+        for s in self._exemplar_sets:
+            self._exemplars.setdefault(s, np.stack([vecs[t] for t in s]))
 
     def matches(self, transcript: Transcript) -> tuple[Context, dict[str, Match]]:
         """Run every item's detection; returns the context and each item's raw match."""
+        self.warm_up()
         ctx = Context(utterances(transcript), self.embedder, self._exemplars)
-        for item in self.checklist.items:
+        self._run(ctx)
+        return ctx, ctx.item_matches
+
+    def matches_many(self, transcripts: list[Transcript], rounds: int = 3) -> list[Context]:
+        """`matches` of many calls (each context holds `item_matches`), with what the rules embed batched.
+
+        One forward pass per sentence is cheap only in full batches sorted by length, so the texts the rules
+        will ask for are found first and embedded together: the rules run over every call with a stand-in
+        vector (similar to nothing) for each text not yet embedded, those texts are embedded in one pass, and
+        each call's items are evaluated again from the first item that met a stand-in, until none does (at
+        most `rounds` times; then the last re-run embeds what it still needs itself). Only sentences some rule
+        reads are embedded (cheap parts such as a question filter or a literal match that settles an item come
+        first), and whole-turn texts (`unit: turn`), known only once earlier items matched, join a later round.
+        Verdicts equal `matches` call by call."""
+        self.warm_up()
+        ctxs = [Context(utterances(t), self.embedder, self._exemplars) for t in transcripts]
+        pending: list[tuple[Context, int]] = [(ctx, 0) for ctx in ctxs]
+        if self.embedder is not None and self._semantic:
+            dim, known = next(iter(self._exemplars.values())).shape[1], set[str]()
+            for _ in range(rounds):
+                probe = _StandIn(self.embedder, known, dim)
+                dry = []
+                for ctx, start in pending:
+                    ctx.embedder = probe
+                    ctx.forget_vectors()  # stand-ins from the round before
+                    if (stale := self._run(ctx, start, probe)) is not None:
+                        dry.append((ctx, stale))
+                    ctx.embedder = self.embedder
+                pending = dry
+                if not probe.asked:
+                    break
+                self.embedder.embed(list(probe.asked))
+                known.update(probe.asked)
+        for ctx, start in pending:
+            ctx.forget_vectors()
+            self._run(ctx, start)
+        return ctxs
+
+    def _run(self, ctx: Context, start: int = 0, probe: _StandIn | None = None) -> int | None:
+        """Evaluate the checklist's items from number `start` on into `ctx.item_matches`. With a `probe` (the
+        context's embedder in a dry run), returns the first item that was given a stand-in vector."""
+        stale = None
+        for k, item in enumerate(self.checklist.items[start:], start):
+            used = probe.used if probe else 0
             if item.applies_if and not ctx.item_matches[item.applies_if].hits:
                 ctx.item_matches[item.id] = Match()  # not applicable: skip the work (and the embeddings)
                 continue
             ctx.threshold_shift = self.threshold_shifts.get(item.id, 0.0)
             ctx.item_matches[item.id] = evaluate(item.detect, ctx, item.speaker,
                                                  exhaustive=item.id in self._read_by_others)
-        return ctx, ctx.item_matches
+            if probe and stale is None and probe.used > used:
+                stale = k
+        return stale
 
     def verdicts(self, transcript: Transcript) -> list[ItemVerdict]:
         return self.judge(self.matches(transcript)[0])
 
     def verdicts_many(self, transcripts: list[Transcript]) -> list[list[ItemVerdict]]:
-        """Verdicts of many calls; their sentences are embedded together first (see `prefetch`)."""
-        self.prefetch(transcripts)
-        return [self.verdicts(t) for t in transcripts]
-
-    def prefetch(self, transcripts: list[Transcript]) -> None:
-        """Embed every sentence of these calls in one pass, so the rules then read them from the encoder's
-        memo cache. One pass over many calls sorts all sentences by length into full batches (less padding,
-        fewer small forward passes): about 1.4x faster than call by call. Nearly every sentence is needed
-        anyway (items such as forbidden phrases must look at all of the agent's). No-op without semantics."""
-        if self.embedder is None or not self._semantic:
-            return
-        self.embedder.embed(list(dict.fromkeys(u.text for t in transcripts for u in utterances(t))))
+        """Verdicts of many calls, their embeddings batched (see `matches_many`)."""
+        return [self.judge(ctx) for ctx in self.matches_many(transcripts)]
 
     def judge(self, ctx: Context) -> list[ItemVerdict]:
         """Verdicts from the matches `matches()` computed."""
@@ -121,6 +171,25 @@ class ChecklistEngine:
             return ItemVerdict(item.id, "fail", conf, evidence, "found a forbidden utterance")
         return ItemVerdict(item.id, "pass", conf, (), f"none found in {len(ctx.universe(item.speaker))} "
                                                       f"{item.speaker} sentences")
+
+
+class _StandIn:
+    """The encoder during `matches_many`'s dry run: real vectors for the texts already embedded, a zero vector
+    (similar to nothing) for any other, whose text it collects in `asked`; `used` counts the stand-ins given."""
+
+    def __init__(self, embedder: TextEmbedder, known: set[str], dim: int):
+        self.name = getattr(embedder, "name", "stand-in")
+        self._embedder, self._known, self._dim = embedder, known, dim
+        self.asked: dict[str, None] = {}
+        self.used = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        known = [t for t in texts if t in self._known]
+        vecs = dict(zip(known, np.asarray(self._embedder.embed(known), dtype=np.float32), strict=True)) if known else {}
+        new = [t for t in texts if t not in vecs]
+        self.asked.update(dict.fromkeys(new))
+        self.used += len(new)
+        return np.stack([vecs[t] if t in vecs else np.zeros(self._dim, np.float32) for t in texts])
 
 
 def _evidence(match: Match, ctx: Context, limit: int) -> tuple[Evidence, ...]:

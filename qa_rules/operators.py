@@ -67,6 +67,11 @@ class Context:
         turns = list(texts)
         return turns, (np.stack([self._turn_vecs[(speaker, t)] for t in turns]) if turns else np.zeros((0, 1)))
 
+    def forget_vectors(self) -> None:
+        """Drop the sentence and turn embeddings held for this call (they are asked of the encoder again)."""
+        self._utt_vecs.clear()
+        self._turn_vecs.clear()
+
     def exemplar_vectors(self, texts: tuple[str, ...]) -> np.ndarray:
         if texts not in self._exemplars:
             self._exemplars[texts] = self._embed(list(texts))
@@ -105,10 +110,23 @@ def is_question(text: str) -> bool:
 
 
 def _costly(op: Any) -> bool:
-    """Whether an operator (or one inside it) embeds text: evaluated last, on fewer candidates."""
+    """Whether an operator (or one inside it) embeds text: evaluated last, on fewer candidates.
+    Memoised per operator object (checklists are immutable once loaded; the memo keeps `op` alive, so its
+    id is not reused)."""
+    hit = _COSTLY.get(id(op))
+    if hit is not None and hit[0] is op:
+        return hit[1]
     if isinstance(op, dict):
-        return any(k in ("semantic", "sequence") or _costly(v) for k, v in op.items())
-    return isinstance(op, list) and any(_costly(v) for v in op)
+        out = any(k in ("semantic", "sequence") or _costly(v) for k, v in op.items())
+    else:
+        out = isinstance(op, list) and any(_costly(v) for v in op)
+    if len(_COSTLY) > 100_000:
+        _COSTLY.clear()
+    _COSTLY[id(op)] = (op, out)
+    return out
+
+
+_COSTLY: dict[int, tuple[Any, bool]] = {}
 
 
 def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | None = None,

@@ -1,11 +1,16 @@
-"""Checklist engine speed, ASR excluded: calls/s and ms/call on the dev reference transcripts.
+"""Checklist engine speed, ASR excluded: calls/s and ms/call on labelled reference transcripts.
 
-    .venv/bin/python scripts/bench_engine.py [--manifest ../shared/data/dev/calls.jsonl] [--repeat 5]
+    .venv/bin/python scripts/bench_engine.py [--manifest ../shared/data/dev/calls.jsonl] [--repeat 3]
 
-"cold": a fresh encoder memo cache, so the sentences and replies rules judge are embedded (a new call),
-call by call as the pipeline scores them, or all calls at once (`ChecklistEngine.verdicts_many`, as eval does);
-"warm": the same calls again, embeddings from the memo cache (rules, similarity, verdicts only).
-Torch threads: the encoder's default (half the CPUs, 1-4); `--threads` overrides.
+Every mode scores the same calls with the same checklist; rows are side by side in one run, so compare ratios.
+"new calls": the encoder's memo cache is emptied first, so every sentence the rules read is embedded
+(exemplars are embedded once per engine and are not per-call work);
+  - "one batch" scores all calls together (`ChecklistEngine.verdicts_many`, as `eval --text` and the flows'
+    re-scoring do), with 1 encoder worker and with `--workers` (default: the CPUs, 1-4) side by side.
+    The first pass in a process also pays for oneDNN building its kernels for new shapes; the figure is
+    the median of `--repeat` passes after one warm-up pass, the first pass is shown apart;
+  - "call by call" scores one call at a time (`verdicts`), as a single new recording is scored.
+"embeddings cached": the same calls again, embeddings from the memo cache (rules, similarity, verdicts only).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,8 +30,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "data" / "dev" / "calls.jsonl")
     ap.add_argument("--checklist", default="sales_core")
-    ap.add_argument("--repeat", type=int, default=5, help="warm passes over the calls")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for the encoder")
+    ap.add_argument("--repeat", type=int, default=3, help="timed passes per mode (median reported)")
+    ap.add_argument("--workers", type=int, default=None, help="encoder workers to compare with 1")
     args = ap.parse_args()
 
     from callqa.models.text_encoder import TextEncoder
@@ -36,48 +42,52 @@ def main() -> int:
     from callqa.records import Transcript
 
     rows = [json.loads(line) for line in args.manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    calls = [Transcript.from_turns(r["turns"], r.get("language")) for r in rows]
+    calls = [Transcript.from_turns(r["turns"], r.get("language")) for r in rows if r.get("turns")]
     checklist = load_checklist(args.checklist)
-    encoder = TextEncoder(num_threads=args.threads)
-    encoder.embed(["warm-up"])  # model load is not per-call work
-    n_sent = sum(len(t.segments) for t in calls)
+    many = TextEncoder(workers=args.workers)
+    one = TextEncoder(workers=1)  # same model (one per process), its own memo cache
+    engines = {1: ChecklistEngine(checklist, one), many.workers: ChecklistEngine(checklist, many)}
+    for engine in engines.values():
+        engine.warm_up()  # exemplars: once per engine
 
-    engine = ChecklistEngine(checklist, encoder)
-    engine.verdicts(Transcript.from_turns([{"speaker": "agent", "text": "warm-up"}]))  # exemplars: once per engine
-    t0 = time.perf_counter()
-    for t in calls:
-        engine.verdicts(t)
-    cold = time.perf_counter() - t0
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
 
-    encoder.clear_cache()  # new calls again, now scored as one batch (`verdicts_many`: sentences embedded together)
-    t0 = time.perf_counter()
-    engine.verdicts_many(calls)
-    cold_batch = time.perf_counter() - t0
+    def new_calls(engine: ChecklistEngine, fn) -> float:
+        engine.embedder.clear_cache()
+        return timed(fn)
 
-    t0 = time.perf_counter()
-    for _ in range(args.repeat):
-        for t in calls:
-            engine.verdicts(t)
-    warm = (time.perf_counter() - t0) / args.repeat
-
+    results: list[tuple[str, float]] = []
+    first = new_calls(engines[many.workers], lambda: engines[many.workers].verdicts_many(calls))
+    for engine in engines.values():  # one warm-up pass each (first shapes), then the timed ones
+        new_calls(engine, lambda e=engine: e.verdicts_many(calls))
+    batch = {w: [] for w in engines}
+    for _ in range(args.repeat):  # interleaved, so load changes hit both alike
+        for w, engine in engines.items():
+            batch[w].append(new_calls(engine, lambda e=engine: e.verdicts_many(calls)))
+    for w in engines:
+        results.append((f"new calls, one batch, {w} worker{'s' if w > 1 else ''}", statistics.median(batch[w])))
+    results.append((f"  (first pass in this process, {many.workers} workers)", first))
+    engine = engines[many.workers]
+    by_call = [new_calls(engine, lambda: [engine.verdicts(t) for t in calls]) for _ in range(args.repeat)]
+    results.append((f"new calls, call by call, {many.workers} workers", statistics.median(by_call)))
+    warm = [timed(lambda: [engine.verdicts(t) for t in calls]) for _ in range(args.repeat)]
+    results.append(("embeddings cached", statistics.median(warm)))
     for t in calls:  # need tags embed a few customer sentences the checklist did not: warm them too
-        tag_needs(t, encoder)
-    t0 = time.perf_counter()
-    for _ in range(args.repeat):
-        for t in calls:
-            engine.verdicts(t)
-            tag_needs(t, encoder)
-    warm_tags = (time.perf_counter() - t0) / args.repeat
+        tag_needs(t, many)
+    tags = [timed(lambda: [(engine.verdicts(t), tag_needs(t, many)) for t in calls]) for _ in range(args.repeat)]
+    results.append(("embeddings cached + need tags", statistics.median(tags)))
 
-    n = len(calls)
+    n, n_sent = len(calls), sum(len(t.segments) for t in calls)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"checklist {checklist.id} v{checklist.version}, {n} calls ({n_sent} turns), encoder {encoder.name}, "
-          f"{encoder.num_threads} torch thread(s), {os.cpu_count()} CPUs, load average {load:.1f}")
-    print(f"{'mode':28s} {'calls/s':>8s} {'ms/call':>8s}")
-    for name, secs in (("cold, call by call", cold), ("cold, one batch", cold_batch),
-                       ("warm (embeddings cached)", warm),
-                       ("warm + need tags", warm_tags)):
-        print(f"{name:28s} {n / secs:8.1f} {1000 * secs / n:8.2f}")
+    base = statistics.median(batch[1])
+    print(f"checklist {checklist.id} v{checklist.version}, {n} calls ({n_sent} turns), encoder {many.name} "
+          f"({many.precision}), {os.cpu_count()} CPUs, load average {load:.1f}, median of {args.repeat}")
+    print(f"{'mode':50s} {'calls/s':>8s} {'ms/call':>8s} {'vs 1 worker':>12s}")
+    for name, secs in results:
+        print(f"{name:50s} {n / secs:8.1f} {1000 * secs / n:8.2f} {base / secs:11.2f}x")
     return 0
 
 

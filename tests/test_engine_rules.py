@@ -162,6 +162,9 @@ def test_an_item_stops_embedding_once_a_literal_rule_decided_it(tmp_path, encode
     path.write_text(_ONE_ITEM, encoding="utf-8")
     counting = _Counting(encoder)
     engine = ChecklistEngine(load_checklist(path), counting)
+    engine.warm_up()  # the exemplars: embedded once per engine, all in one pass
+    assert counting.texts == ["It has a powerful motor.", "它的电机功率很大。"]
+    counting.texts = []
 
     def call(*agent: str) -> Transcript:
         return Transcript(tuple(Segment("agent", 2.0 * i, 2.0 * i + 2, t) for i, t in enumerate(agent)), "en")
@@ -201,3 +204,53 @@ def test_scoring_many_calls_at_once_gives_the_same_verdicts(shared_data, checkli
     together = ChecklistEngine(checklist, encoder).verdicts_many(calls)
     assert [[(v.item_id, v.verdict) for v in vs] for vs in together] == \
         [[(v.item_id, v.verdict) for v in vs] for vs in one_by_one]
+
+
+def test_many_calls_embed_only_what_the_rules_read_in_one_pass(tmp_path, encoder, monkeypatch):
+    """matches_many finds the texts the rules will read (a dry run with stand-in vectors), encodes them in one
+    pass, and gives the verdicts call-by-call scoring gives."""
+    from callqa.qa_rules.checklist import load_checklist
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    path = tmp_path / "spec_only.yaml"
+    path.write_text(_ONE_ITEM, encoding="utf-8")
+    engine = ChecklistEngine(load_checklist(path), encoder)
+    engine.warm_up()
+    encoder.clear_cache()
+    batches: list[list[str]] = []  # what the model itself runs on (the memo cache answers the rest)
+    encode = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda texts: batches.append(list(texts)) or encode(texts))
+
+    def call(*agent: str) -> Transcript:
+        return Transcript(tuple(Segment("agent", 2.0 * i, 2.0 * i + 2, t) for i, t in enumerate(agent)), "en")
+
+    calls = [call("It holds 2 liters.", "The lid is very sturdy."),  # decided by the regex
+             call("Hello there.", "Its motor is really powerful."),  # needs the semantic rule
+             call("Hello there.", "Thanks for calling.")]  # needs it too, and fails
+    together = [[(v.verdict, v.evidence[0].quote if v.evidence else None) for v in engine.judge(ctx)]
+                for ctx in engine.matches_many(calls)]
+    monkeypatch.undo()
+    # one pass for all calls, and none of the first call's sentences: the regex decided it
+    assert [set(b) for b in batches] == [{"Hello there.", "Its motor is really powerful.", "Thanks for calling."}]
+    plain = ChecklistEngine(load_checklist(path), encoder)
+    assert together == [[(v.verdict, v.evidence[0].quote if v.evidence else None) for v in plain.verdicts(t)]
+                         for t in calls]
+    assert [v[0][0] for v in together] == ["pass", "pass", "fail"]
+
+
+def test_many_calls_with_shared_turn_texts_match_call_by_call(checklist, encoder):
+    """Whole-turn embeddings join a later round; a turn text two calls share must not keep its stand-in."""
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    turns = [("agent", "您好，我是小林。"), ("customer", "这个太贵了，别家便宜很多。"),
+             ("agent", "理解您。我们可以送您一套滤芯。另外三十天内可以无理由退货。"), ("customer", "好吧。")]
+    first = Transcript(tuple(Segment(sp, 2.0 * i, 2.0 * i + 2, t) for i, (sp, t) in enumerate(turns)), "zh")
+    second = Transcript(first.segments[1:], "zh")  # the same objection and reply, no greeting
+    encoder.clear_cache()
+    engine = ChecklistEngine(checklist, encoder)
+    together = [[(v.item_id, v.verdict, v.confidence) for v in engine.judge(ctx)]
+                for ctx in engine.matches_many([first, second, first])]
+    one_by_one = [[(v.item_id, v.verdict, v.confidence) for v in ChecklistEngine(checklist, encoder).verdicts(t)]
+                  for t in (first, second, first)]
+    assert together == one_by_one
+    assert dict((i, v) for i, v, _ in together[0])["objection_resolved"] == "pass"

@@ -150,6 +150,24 @@ def test_memo_cache_and_batching_agree(encoder: te.TextEncoder, fp32: te.TextEnc
     assert fp32.encode([]).shape == (0, 384)
 
 
+def test_parallel_workers_agree_with_one(encoder: te.TextEncoder) -> None:
+    """Batches run on several Python threads (one torch thread each) give the embeddings one worker gives,
+    in the input order, and leave torch's own thread count as it was."""
+    import torch
+
+    texts = (ZH + EN) * 3 + [f"sentence number {i} about a kettle" for i in range(40)]
+    one = te.TextEncoder(workers=1)
+    two = te.TextEncoder(workers=2, batch_size=8)  # several batches per worker
+    threads = torch.get_num_threads()
+    a, b = one.encode(texts), two.encode(texts)
+    assert torch.get_num_threads() == threads
+    if encoder.precision == "fp32":
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    else:
+        assert cos(a, b).min() > 0.9999
+    assert two.encode(texts[:1]).shape == (1, 384)  # fewer texts than workers
+
+
 def test_precision_choice(encoder: te.TextEncoder, fp32: te.TextEncoder, monkeypatch) -> None:
     from callqa.models import encoder_speed as es
 
