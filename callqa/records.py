@@ -102,3 +102,6 @@ class TextEmbedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return an (n, d) float32 array of L2-normalised embeddings."""
         ...
+
+    # Optional: `cached(texts) -> list[str]`, the texts whose embedding is at hand without running the model
+    # (a memo cache). The engine then skips its dry run for calls it has seen (see ChecklistEngine.matches_many).

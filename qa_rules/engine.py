@@ -13,7 +13,7 @@ import math
 import numpy as np
 from callqa.qa_rules.checklist import Checklist, Item, walk_operators
 from callqa.qa_rules.operators import Context, Match, evaluate
-from callqa.qa_rules.utterances import utterances
+from callqa.qa_rules.utterances import turn_texts, utterances
 
 from callqa.records import CallScore, Evidence, ItemVerdict, TextEmbedder, Transcript
 
@@ -64,10 +64,9 @@ class ChecklistEngine:
             self._exemplars.setdefault(s, np.stack([vecs[t] for t in s]))
 
     def matches(self, transcript: Transcript) -> tuple[Context, dict[str, Match]]:
-        """Run every item's detection; returns the context and each item's raw match."""
-        self.warm_up()
-        ctx = Context(utterances(transcript), self.embedder, self._exemplars)
-        self._run(ctx)
+        """Run every item's detection; returns the context and each item's raw match. What the rules embed is
+        embedded in one or two passes, as for many calls (see `matches_many`), not item by item."""
+        (ctx,) = self.matches_many([transcript])
         return ctx, ctx.item_matches
 
     def matches_many(self, transcripts: list[Transcript], rounds: int = 3) -> list[Context]:
@@ -85,7 +84,11 @@ class ChecklistEngine:
         ctxs = [Context(utterances(t), self.embedder, self._exemplars) for t in transcripts]
         pending: list[tuple[Context, int]] = [(ctx, 0) for ctx in ctxs]
         if self.embedder is not None and self._semantic:
-            dim, known = next(iter(self._exemplars.values())).shape[1], set[str]()
+            dim = next(iter(self._exemplars.values())).shape[1]
+            # texts the encoder holds already (a memo cache) need no stand-in: scoring cached calls stays one pass
+            cached = getattr(self.embedder, "cached", None)
+            texts = [x for ctx in ctxs for x in (*(u.text for u in ctx.utts), *turn_texts(ctx.utts).values())]
+            known = set(cached(texts)) if cached else set[str]()
             for _ in range(rounds):
                 probe = _StandIn(self.embedder, known, dim)
                 dry = []
