@@ -229,6 +229,11 @@ class TextEncoder:
         with self._cache_lock:
             self._cache.clear()
 
+    def cached(self, texts: list[str]) -> list[str]:
+        """Those of `texts` whose embedding is in the memo cache (no model run needed); order kept, no repeats."""
+        with self._cache_lock:
+            return [t for t in dict.fromkeys(texts) if t in self._cache]
+
     def _cached(self, text: str) -> np.ndarray | None:
         with self._cache_lock:
             vec = self._cache.get(text)

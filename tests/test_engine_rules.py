@@ -254,3 +254,20 @@ def test_many_calls_with_shared_turn_texts_match_call_by_call(checklist, encoder
                   for t in (first, second, first)]
     assert together == one_by_one
     assert dict((i, v) for i, v, _ in together[0])["objection_resolved"] == "pass"
+
+
+def test_calls_already_embedded_skip_the_dry_run(checklist, encoder, monkeypatch):
+    """Scoring a call whose sentences the encoder holds runs each item once: no stand-ins, no second pass."""
+    from callqa.qa_rules import engine as engine_mod
+
+    calls = [Transcript.from_turns(c["turns"], c["language"]) for c in dev_calls()[:3]]
+    engine = engine_mod.ChecklistEngine(checklist, encoder)
+    first = engine.verdicts_many(calls)  # embeds what the rules read
+    runs: list[int] = []
+    run = engine._run
+    monkeypatch.setattr(engine, "_run", lambda ctx, start=0, probe=None: runs.append(start) or run(ctx, start, probe))
+    again = engine.verdicts_many(calls)
+    assert runs == [0, 0, 0]  # each call evaluated once, from its first item
+    assert [[(v.item_id, v.verdict, v.confidence) for v in vs] for vs in again] == \
+        [[(v.item_id, v.verdict, v.confidence) for v in vs] for vs in first]
+    assert encoder.cached(["no such sentence was ever embedded"]) == []
