@@ -29,19 +29,20 @@ from typing import Any
 from callqa.models.asr import AsrOptions, transcribe_audio
 from callqa.models.audio import AudioError, load_audio
 from callqa.models.runtimes import get_runtime
-from callqa.pipelines.batch import BatchEntry, discover, file_sha256
+from callqa.pipelines.batch import BatchEntry, discover
+from callqa.pipelines.plan import plan_run
 from callqa.pipelines.scale import load_partitions, mark_loaded, write_partition
+from callqa.pipelines.scoring import make_engine, score_many, score_many_task, score_one, score_task
 from callqa.pipelines.store import (
     DEFAULT_DB,
     Store,
     WriterLock,
     failure_kind,
     masked_text,
-    parse_started_at,
 )
-from callqa.qa_rules.checklist import Checklist, load_checklist
+from callqa.qa_rules.checklist import load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
-from callqa.qa_rules.tags import tag_needs
+from callqa.qa_rules.tags import NeedTag, tag_needs
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
@@ -103,28 +104,10 @@ def transcribe_job(path: Path, options: AsrOptions, agent_channel: int = 0, reco
     return result
 
 
-def _embedder():
-    from callqa.models.text_encoder import get_encoder
-
-    return get_encoder()
-
-
-def make_engine(checklist: Checklist) -> ChecklistEngine:
-    """An engine with the bundled multilingual sentence encoder."""
-    return ChecklistEngine(checklist, _embedder())
-
-
 # Results are persisted in DuckDB, not by Prefect's result cache (inputs hold options, outputs transcripts).
 # Unexpected errors (transient) are retried once within the run; bad input never raises, so is not retried.
 transcribe_task = task(name="transcribe-recording", task_run_name="transcribe {path.name}", cache_policy=NO_CACHE,
                        retries=1, retry_delay_seconds=2)(transcribe_job)
-
-
-def _score(engine: ChecklistEngine, transcript: Transcript) -> CallScore:
-    return engine.score(transcript)
-
-
-score_task = task(name="apply-checklist", cache_policy=NO_CACHE)(_score)
 
 
 def _mask_pii(text: str) -> str:
@@ -164,19 +147,6 @@ class RunSummary:
         else:
             out.append("No failures.")
         return "\n".join(out)
-
-
-def _register(store: Store, rid: str, entry: BatchEntry) -> None:
-    aware, local = parse_started_at(entry.started_at)
-    fields = dict(
-        path=str(entry.path), file_name=entry.path.name, size_bytes=entry.path.stat().st_size,
-        call_id=entry.call_id, agent_id=entry.agent_id, customer_id=entry.customer_id, started_at=aware,
-        started_local=local, language=entry.language, direction=entry.direction,
-        agent_channel=entry.agent_channel, metadata=entry.metadata,
-    )
-    if store.recording_status(rid) is None:
-        fields["status"] = "new"
-    store.upsert_recording(rid, **fields)
 
 
 def worker_asr_options(opts: AsrOptions, workers: int) -> AsrOptions:
@@ -244,16 +214,18 @@ def process_batch(
     orchestrator: str | None = None,
     flow_run_id: str | None = None,
     mask_pii: bool = True,
+    score_chunk: int = 64,
 ) -> RunSummary:
     """The batch logic, callable with or without Prefect (the flow below wraps it with `tasks=True`,
-    so each transcription and scoring is a Prefect task run on the flow's task runner).
+    so each transcription, and the scoring of each new call or chunk of stored calls, is a Prefect task run).
 
     workers: transcription processes when run without Prefect (with Prefect: the task runner's).
     wait: seconds to queue behind another run writing the same database before giving up.
     stage_dir: shared folder where workers leave transcripts as Parquet partitions (see scale.py).
-    mask_pii: mask phone, ID and bank card numbers in stored transcripts and evidence (scoring sees raw text)."""
+    mask_pii: mask phone, ID and bank card numbers in stored transcripts and evidence (scoring sees raw text).
+    score_chunk: calls whose transcript is stored are scored this many at a time (`score_many`)."""
     t_start = time.perf_counter()
-    score = score_task if tasks else _score
+    score, scores = (score_task, score_many_task) if tasks else (score_one, score_many)
     from tqdm import tqdm
 
     opts = worker_asr_options(asr or AsrOptions(), workers)
@@ -274,8 +246,6 @@ def process_batch(
     with WriterLock(db, wait, what=f"callqa run {source_dir}"), masked_text(_mask_pii if mask_pii else None):
         entries = discover(Path(source_dir), Path(manifest) if manifest else None)
         counts["found"] = len(entries)
-        to_score: list[tuple[BatchEntry, str]] = []  # transcript already stored
-        to_transcribe: list[tuple[BatchEntry, str]] = []
         # 1. plan: one short write session
         with Store(db, lock=False, wait=60) as store:
             if n := store.mark_interrupted_runs():
@@ -285,57 +255,29 @@ def process_batch(
                             flow_run_id)
             if stage:
                 load_partitions(store, stage)
-            seen: set[str] = set()
-            for entry in entries:
-                name = entry.path.name
-                if entry.problem:
-                    fail(store, None, name, "failed", entry.reason or "unreadable", entry.problem)
-                    continue
-                rid = file_sha256(entry.path)
-                if rid in seen or store.is_scored(rid, cl):
-                    counts["skipped"] += 1
-                    continue
-                seen.add(rid)
-                _register(store, rid, entry)
-                if store.load_transcript(rid) is not None:
-                    to_score.append((entry, rid))
-                    continue
-                status, attempts, kind = store.con.execute(
-                    "SELECT status, attempts, failure_kind FROM recordings WHERE recording_id = ?", [rid]
-                ).fetchone()
-                if status in ("failed", "no_speech") and (kind == "permanent" or (attempts or 0) >= max_attempts):
-                    counts["skipped"] += 1  # left with its reason: bad bytes do not improve, or out of attempts
-                    continue
-                to_transcribe.append((entry, rid))
+            plan = plan_run(store, entries, cl, max_attempts, fail)
+        counts["skipped"] += plan.skipped
         plan_s = time.perf_counter() - t_start
         log.info("run %s: %d to transcribe, %d to score from stored transcripts, %d already done",
-                 run_id, len(to_transcribe), len(to_score), counts["skipped"])
+                 run_id, len(plan.to_transcribe), len(plan.to_score), counts["skipped"])
 
-        # 2. transcribe (in parallel where configured); 3. apply the checklist and store, one call at a time
         engine: ChecklistEngine | None = None
-        bar = tqdm(total=len(to_score) + len(to_transcribe), desc="calls", unit="call", disable=not progress)
-        stored = ((e, rid, None) for e, rid in to_score)
-        fresh = _run_jobs(to_transcribe, opts, workers, tasks, stage)
+        bar = tqdm(total=len(plan.to_score) + len(plan.to_transcribe), desc="calls", unit="call", disable=not progress)
         t_prev = time.perf_counter()
-        for entry, rid, result in _chain(stored, fresh):
-            name = entry.path.name
-            timing: dict[str, Any] = {"file": name, **(result.timings if result else {})}
-            transcript = None
-            if result is not None and result.transcript is not None:
-                transcript = result.transcript
-            elif result is None:
-                with Store(db, lock=False, wait=60) as store:
-                    transcript = store.load_transcript(rid)
-            call_score = None
-            if transcript is not None:
+
+        def get_engine(timing: dict[str, Any]) -> ChecklistEngine:
+            nonlocal engine
+            if engine is None:
                 t0 = time.perf_counter()
-                if engine is None:
-                    engine = make_engine(cl)
-                    timing["engine_load"] = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                call_score = score(engine, transcript)
-                tags = tag_needs(transcript, engine.embedder)
-                timing["checklist"] = time.perf_counter() - t0
+                engine = make_engine(cl)
+                timing["engine_load"] = time.perf_counter() - t0
+            return engine
+
+        def store_call(timing: dict[str, Any], rid: str, result: TranscribeResult | None,
+                       scored: tuple[CallScore, list[NeedTag]] | None) -> None:
+            """One call's short write session (its own transactions), then its timing record."""
+            nonlocal t_prev
+            name = timing["file"]
             t0 = time.perf_counter()
             with Store(db, lock=False, wait=60) as store:
                 if result is not None:
@@ -346,26 +288,52 @@ def process_batch(
                         store.save_transcript(rid, result.transcript)
                         if stage:
                             mark_loaded(store, stage, rid)
-                if call_score is not None:
-                    store.save_score(rid, call_score)
-                    store.save_tags(rid, tags)
+                if scored is not None:
+                    # tags first: a run killed between the two writes leaves the call unscored, so the next run
+                    # scores (and tags) it again instead of skipping a scored call that has no tags
+                    store.save_tags(rid, scored[1])
+                    store.save_score(rid, scored[0])
                     counts["scored"] += 1
-                    log.info("scored %s: %.0f", name, call_score.score)
+                    log.info("scored %s: %.0f", name, scored[0].score)
             timing["storage"] = time.perf_counter() - t0
             timing["wall"] = time.perf_counter() - t_prev  # this call's share of the run (waits included)
             t_prev = time.perf_counter()
             calls.append(timing)
             bar.update(1)
+
+        # 2. calls with a stored transcript: scored `score_chunk` at a time, each then stored on its own
+        for i in range(0, len(plan.to_score), max(1, score_chunk)):
+            with Store(db, lock=False, wait=60) as store:
+                chunk = [(e, rid, store.load_transcript(rid)) for e, rid in plan.to_score[i:i + max(1, score_chunk)]]
+            chunk_timings: list[dict[str, Any]] = [{"file": e.path.name} for e, _, _ in chunk]
+            transcripts = [t for _, _, t in chunk if t is not None]
+            eng = get_engine(chunk_timings[0]) if transcripts else None
+            t0 = time.perf_counter()
+            results = iter(scores(eng, transcripts) if transcripts else [])
+            # The chunk is scored in one go: each of its calls is given an even share of the scoring time as its
+            # "checklist", and of the chunk's time so far (transcripts loaded, engine, scoring) in its "wall"
+            share, spent = (time.perf_counter() - t0) / max(1, len(transcripts)), time.perf_counter() - t_prev
+            for (_, rid, transcript), timing in zip(chunk, chunk_timings, strict=True):
+                if transcript is not None:
+                    timing["checklist"] = share
+                t_prev = time.perf_counter() - spent / len(chunk)  # store_call adds the call's own storage time
+                store_call(timing, rid, None, next(results) if transcript is not None else None)
+
+        # 3. transcribe (in parallel where configured); score and store each call as it arrives (ASR dominates)
+        for entry, rid, result in _run_jobs(plan.to_transcribe, opts, workers, tasks, stage):
+            timing: dict[str, Any] = {"file": entry.path.name, **result.timings}
+            scored = None
+            if result.transcript is not None:
+                eng = get_engine(timing)
+                t0 = time.perf_counter()
+                scored = (score(eng, result.transcript), tag_needs(result.transcript, eng.embedder))
+                timing["checklist"] = time.perf_counter() - t0
+            store_call(timing, rid, result, scored)
         bar.close()
         with Store(db, lock=False, wait=60) as store:
             store.finish_run(run_id, counts)
     timings = {"plan_s": plan_s, "total_s": time.perf_counter() - t_start, "calls": calls, "workers": workers}
     return RunSummary(run_id, str(db), counts, failures, kinds, timings)
-
-
-def _chain(*its):
-    for it in its:
-        yield from it
 
 
 def _publish(summary: RunSummary) -> None:

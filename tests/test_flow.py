@@ -145,3 +145,99 @@ def test_multi_host_deployment_registers_in_a_work_pool(first_run, tmp_path):
     assert dep.entrypoint == "pipelines/deploy.py:score_recordings_dask" and dep.work_pool_name == "callqa-test"
     assert dep.job_variables["env"]["CALLQA_DASK_ADDRESS"] == "tcp://10.0.0.1:8786"
     assert dep.parameters["stage_dir"] == str(tmp_path / "stage")
+
+
+def _stored_results(db, checklist) -> dict[str, tuple]:
+    """Per recording: its verdicts (item, verdict, confidence, reason, evidence segments) under `checklist`'s
+    version, its score, and its need tags (id, confidence)."""
+    con = duckdb.connect(str(db), read_only=True)
+    key = [checklist.id, checklist.version]
+    out: dict[str, tuple] = {}
+    for (rid,) in con.execute("SELECT recording_id FROM recordings ORDER BY 1").fetchall():
+        rows = {r[0]: (r[0], r[1], r[2], r[3], [e["segment"] for e in json.loads(r[4])]) for r in con.execute(
+            "SELECT item_id, verdict, confidence, reason, evidence FROM item_verdicts WHERE recording_id = ? "
+            "AND checklist_id = ? AND checklist_version = ?", [rid, *key]).fetchall()}
+        scores = con.execute("SELECT score FROM call_scores WHERE recording_id = ? AND checklist_id = ? "
+                             "AND checklist_version = ?", [rid, *key]).fetchall()
+        tags = con.execute("SELECT tag_id, confidence FROM call_tags WHERE recording_id = ? ORDER BY 1",
+                           [rid]).fetchall()
+        out[rid] = ([rows[i.id] for i in checklist.items if i.id in rows], [s[0] for s in scores], tags)
+    con.close()
+    return out
+
+
+def _expected(checklist, encoder, transcript) -> tuple:
+    """What call-by-call scoring gives one call (engine.verdicts, call_score, tag_needs)."""
+    from callqa.qa_rules.engine import ChecklistEngine, call_score
+    from callqa.qa_rules.tags import tag_needs
+
+    verdicts = ChecklistEngine(checklist, encoder).verdicts(transcript)
+    return ([(v.item_id, v.verdict, v.confidence, v.reason, [e.segment for e in v.evidence]) for v in verdicts],
+            [call_score(checklist, verdicts).score],
+            sorted((t.tag_id, t.confidence) for t in tag_needs(transcript, encoder)))
+
+
+def test_stored_transcripts_are_rescored_in_chunks_as_call_by_call(shared_data, tmp_path, encoder, prefect_server):
+    """Calls whose transcripts are stored are scored a chunk at a time (verdicts_many): under Prefect as task runs,
+    then again under a new checklist version in chunks of two; each gives the verdicts, scores and tags that
+    scoring call by call gives, each call is scored once per version, and a second run skips them all."""
+    import re
+
+    from callqa.pipelines.batch import file_sha256
+    from callqa.pipelines.flows import process_batch
+    from callqa.pipelines.store import Store
+    from callqa.qa_rules.checklist import load_checklist
+    from prefect.client.orchestration import get_client
+
+    from callqa.records import Transcript
+
+    batch, db = tmp_path / "batch", tmp_path / "calls.duckdb"
+    batch.mkdir()
+    base_path, bumped_path = tmp_path / "base.yaml", tmp_path / "bumped.yaml"  # the same rules, a new version
+    base_path.write_text(load_checklist("sales_core").source, encoding="utf-8")
+    checklist = load_checklist(base_path)
+    bumped_path.write_text(re.sub(r"^version: \d+$", f"version: {checklist.version + 1}", checklist.source, count=1,
+                                  flags=re.MULTILINE), encoding="utf-8")
+    bumped = load_checklist(bumped_path)
+    assert (bumped.id, bumped.version, bumped.item_ids) == (checklist.id, checklist.version + 1, checklist.item_ids)
+    transcripts: dict[str, Transcript] = {}
+    with Store(db) as store:  # transcribed by an earlier run: no ASR in this test
+        for call in [c for c in dev_calls() if c["call_id"] in ("D002", "D003", "D016")]:
+            audio = batch / f"{call['agent_id']}_20261104T1000_{call['call_id']}.flac"
+            shutil.copy(DEV / call["file"], audio)
+            rid = file_sha256(audio)
+            transcripts[rid] = Transcript.from_turns(call["turns"], call["language"])
+            store.upsert_recording(rid, path=str(audio), file_name=audio.name, status="new")
+            store.save_transcript(rid, transcripts[rid])
+
+    def check(cl) -> None:  # call by call after the run: the encoder gives each text the vector the run used
+        got = _stored_results(db, cl)
+        assert set(got) == set(transcripts)
+        for rid, t in transcripts.items():
+            assert got[rid] == _expected(cl, encoder, t), (cl.version, rid)  # and exactly one score per version
+        assert len({str(v[0]) for v in got.values()}) == 3  # three calls with different verdicts
+
+    encoder.clear_cache()  # the chunk's sentences are embedded by the chunk, not found from earlier tests
+    first = score_recordings(str(batch), db=str(db), checklist=str(base_path), progress=False)  # a Prefect run
+    assert first.counts == {"found": 3, "scored": 3, "skipped": 0, "failed": 0, "no_speech": 0}
+    con = duckdb.connect(str(db), read_only=True)
+    (flow_run_id,) = con.execute("SELECT flow_run_id FROM runs").fetchone()
+    con.close()
+    with get_client(sync_client=True) as client:
+        r = client._client.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    assert [t["name"].rsplit("-", 1)[0] for t in r.json()] == ["apply-checklist-many"]  # one chunk, one task run
+    check(checklist)
+
+    encoder.clear_cache()
+    again = process_batch(batch, db=db, checklist=bumped_path, progress=False, score_chunk=2)
+    assert again.counts == {"found": 3, "scored": 3, "skipped": 0, "failed": 0, "no_speech": 0}
+    calls = again.timings["calls"]
+    assert len(calls) == 3 and all(c["checklist"] > 0 and c["storage"] > 0 for c in calls)
+
+    check(bumped)
+    assert all(v[1] for v in _stored_results(db, checklist).values())  # the earlier version's scores are kept
+
+    before = _rows(db)
+    last = process_batch(batch, db=db, checklist=bumped_path, progress=False, score_chunk=2)
+    assert last.counts == {"found": 3, "scored": 0, "skipped": 3, "failed": 0, "no_speech": 0}
+    assert _rows(db) == before

@@ -1,0 +1,51 @@
+"""Apply the checklist and the customer need tags to transcripts: one call at a time (`score_task`, for calls
+as they come out of ASR) or a chunk of calls at once (`score_many_task`, for calls whose transcripts are stored).
+Both are Prefect tasks that `process_batch` (flows.py) calls directly when run under Prefect."""
+
+from __future__ import annotations
+
+from callqa.qa_rules.checklist import Checklist, walk_operators
+from callqa.qa_rules.engine import ChecklistEngine, call_score
+from callqa.qa_rules.tags import NeedTag, load_tags, tag_needs
+from callqa.qa_rules.utterances import utterances
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from callqa.records import CallScore, Transcript
+
+
+def _embedder():
+    from callqa.models.text_encoder import get_encoder
+
+    return get_encoder()
+
+
+def make_engine(checklist: Checklist) -> ChecklistEngine:
+    """An engine with the bundled multilingual sentence encoder."""
+    return ChecklistEngine(checklist, _embedder())
+
+
+def score_one(engine: ChecklistEngine, transcript: Transcript) -> CallScore:
+    return engine.score(transcript)
+
+
+def score_many(engine: ChecklistEngine, transcripts: list[Transcript]) -> list[tuple[CallScore, list[NeedTag]]]:
+    """Score and tag many calls at once; the i-th result is `(engine.score(t), tag_needs(t, engine.embedder))` of
+    the i-th transcript. The checklist's sentences are embedded across calls in batched passes (`verdicts_many`,
+    the verdicts `verdicts` gives call by call). The sentences of the speakers the need tags' semantic rules
+    read are embedded together in one pass too, before the tags run: `tag_needs` then finds them in the encoder's
+    memo cache instead of embedding a few per call (the same vectors the encoder gives those texts for the rest
+    of the process); the tags' rules run unchanged."""
+    verdicts = engine.verdicts_many(transcripts)
+    speakers = {t.speaker for t in load_tags().tags if any(k == "semantic" for k, _ in walk_operators(t.detect))}
+    if engine.embedder is not None and speakers:
+        texts = [u.text for t in transcripts for u in utterances(t) if "any" in speakers or u.speaker in speakers]
+        if texts:
+            engine.embedder.embed(list(dict.fromkeys(texts)))
+    return [(call_score(engine.checklist, v), tag_needs(t, engine.embedder))
+            for t, v in zip(transcripts, verdicts, strict=True)]
+
+
+# Scores are persisted in DuckDB, not by Prefect's result cache.
+score_task = task(name="apply-checklist", cache_policy=NO_CACHE)(score_one)
+score_many_task = task(name="apply-checklist-many", cache_policy=NO_CACHE)(score_many)
