@@ -104,9 +104,26 @@ _ZH_QUESTION = re.compile(r"(几[个口位岁次天周年点种样]|多少|多�
                           r"能不能|要不要|会不会|还是)[^，,；;]*[。.]?$")
 
 
+# English ASR runs clauses together without punctuation ("great so how far's your commute and is it hilly"):
+# an interrogative clause anywhere makes a question; a wh-word then an auxiliary and a subject, or an
+# auxiliary before "you"/"somebody" (statements put the subject first: "you are", "somebody is")
+_EN_RUN_ON_QUESTION = re.compile(
+    r"\b(what|how|who|where|when|which|why)(\s+\w+){0,2}?('s|'re|\s+(do|does|did|are|is|was|were|would|will|"
+    r"can|could|should|have|has))\s+(you|your|it|they|their|he|she|we|the|this|that|these|those|there|somebody|"
+    r"someone|anyone|anybody)\b|\b(do|does|did|are|were|would|will|can|could|have|has|is)\s+(you|your|"
+    r"somebody|someone|anyone|anybody)\b",
+    re.IGNORECASE,
+)
+
+
 def is_question(text: str) -> bool:
     clause = text.rstrip(" ，,")  # a question clause split off a longer sentence keeps its comma
-    return bool(_QUESTION.search(clause)) or (not clause.endswith(("！", "!")) and bool(_ZH_QUESTION.search(clause)))
+    if _QUESTION.search(clause):
+        return True
+    if clause.endswith(("！", "!")):
+        return False
+    return bool(_ZH_QUESTION.search(clause)) or (clause.isascii() and not clause.endswith(".")
+                                                 and bool(_EN_RUN_ON_QUESTION.search(clause)))
 
 
 def _costly(op: Any) -> bool:

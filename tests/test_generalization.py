@@ -1,6 +1,6 @@
-"""The bundled checklist on calls beyond dev: three sets of 40 calls (other products and phrasing, written
+"""The bundled checklist on calls beyond dev: four sets of 40 calls (other products and phrasing, written
 and labelled blind to the rules: tests/data/heldout/) and 40 real chats (../shared/data/real, labels kept
-apart by id). Sets A, C and the real chats were then used to tune the rules; set B never was (its figure
+apart by id). Sets A, C, D and the real chats were then used to tune the rules; set B never was (its figure
 is the honest one). Floors sit a little under the measured figures (docs/generalisation.md), so a rule
 change that only fits one set's wording shows up here."""
 
@@ -15,14 +15,15 @@ from tests.conftest import ROOT
 HELDOUT = ROOT / "tests" / "data" / "heldout"
 
 # measured macro-F1 minus a margin (see docs/generalisation.md for the per-item table)
-FLOORS = {"calls_a": 0.97, "calls_b": 0.80, "calls_c": 0.97, "real": 0.88}  # measured 0.996, 0.830, 1.0, 0.915
+FLOORS = {"calls_a": 0.97, "calls_b": 0.80, "calls_c": 0.97, "calls_d": 0.88, "real": 0.88}
+# measured (v9): A 1.000, B 0.834, C 1.000, D 0.918 (0.785 blind, before v9), real 0.915
 
 
 def _evaluate(checklist, engine, rows):
     return evaluate_calls(checklist, classify_text(engine, rows))
 
 
-@pytest.mark.parametrize("name", ["calls_a", "calls_b", "calls_c"])
+@pytest.mark.parametrize("name", ["calls_a", "calls_b", "calls_c", "calls_d"])
 def test_heldout_calls(checklist, engine, name):
     ev = _evaluate(checklist, engine, read_manifest(HELDOUT / f"{name}.jsonl", require_file=False))
     assert ev.macro_f1 >= FLOORS[name], {k: round(m["f1"], 3) for k, m in ev.items.items()}
