@@ -101,11 +101,10 @@ class _Predictor:
             engine = ChecklistEngine(self.checklist, self.embedder, threshold_shifts=shifts)
             labels: dict[str, list[Label]] = {i.id: [] for i in self.checklist.items}
             scores: dict[str, list[float]] = {i.id: [] for i in self.checklist.items}
-            for call in self.calls:
-                ctx, matches = engine.matches(call.transcript)
+            for ctx in engine.matches_many([call.transcript for call in self.calls]):  # embeddings batched
                 for it, v in zip(self.checklist.items, engine.judge(ctx), strict=True):
                     labels[it.id].append(verdict_label(it, v))
-                    scores[it.id].append(item_score(matches[it.id]))
+                    scores[it.id].append(item_score(ctx.item_matches[it.id]))
             self._memo[key] = (labels, scores)
         return self._memo[key]
 
