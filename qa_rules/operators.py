@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from callqa.qa_rules.checklist import walk_operators
 from callqa.qa_rules.utterances import Utterance, turn_texts
 
 from callqa.records import TextEmbedder
@@ -133,10 +134,7 @@ def _costly(op: Any) -> bool:
     hit = _COSTLY.get(id(op))
     if hit is not None and hit[0] is op:
         return hit[1]
-    if isinstance(op, dict):
-        out = any(k in ("semantic", "sequence") or _costly(v) for k, v in op.items())
-    else:
-        out = isinstance(op, list) and any(_costly(v) for v in op)
+    out = any(k in ("semantic", "sequence") for k, _ in walk_operators(op))
     if len(_COSTLY) > 100_000:
         _COSTLY.clear()
     _COSTLY[id(op)] = (op, out)
