@@ -42,7 +42,7 @@ from callqa.pipelines.store import (
 )
 from callqa.qa_rules.checklist import load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
-from callqa.qa_rules.tags import NeedTag, tag_needs
+from callqa.qa_rules.tags import NeedTag
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
@@ -302,9 +302,10 @@ def process_batch(
             bar.update(1)
 
         # 2. calls with a stored transcript: scored `score_chunk` at a time, each then stored on its own
-        for i in range(0, len(plan.to_score), max(1, score_chunk)):
+        step = max(1, score_chunk)
+        for i in range(0, len(plan.to_score), step):
             with Store(db, lock=False, wait=60) as store:
-                chunk = [(e, rid, store.load_transcript(rid)) for e, rid in plan.to_score[i:i + max(1, score_chunk)]]
+                chunk = [(e, rid, store.load_transcript(rid)) for e, rid in plan.to_score[i:i + step]]
             chunk_timings: list[dict[str, Any]] = [{"file": e.path.name} for e, _, _ in chunk]
             transcripts = [t for _, _, t in chunk if t is not None]
             eng = get_engine(chunk_timings[0]) if transcripts else None
@@ -326,7 +327,7 @@ def process_batch(
             if result.transcript is not None:
                 eng = get_engine(timing)
                 t0 = time.perf_counter()
-                scored = (score(eng, result.transcript), tag_needs(result.transcript, eng.embedder))
+                scored = score(eng, result.transcript)
                 timing["checklist"] = time.perf_counter() - t0
             store_call(timing, rid, result, scored)
         bar.close()

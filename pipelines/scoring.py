@@ -25,8 +25,9 @@ def make_engine(checklist: Checklist) -> ChecklistEngine:
     return ChecklistEngine(checklist, _embedder())
 
 
-def score_one(engine: ChecklistEngine, transcript: Transcript) -> CallScore:
-    return engine.score(transcript)
+def score_one(engine: ChecklistEngine, transcript: Transcript) -> tuple[CallScore, list[NeedTag]]:
+    """Score and tag one call: `(engine.score(t), tag_needs(t, engine.embedder))`."""
+    return engine.score(transcript), tag_needs(transcript, engine.embedder)
 
 
 def score_many(engine: ChecklistEngine, transcripts: list[Transcript]) -> list[tuple[CallScore, list[NeedTag]]]:
