@@ -29,16 +29,29 @@ def sample_transcripts(runtime, asr_options):
     return [(r, transcribe_audio(load_audio(SAMPLES / r["file"]), runtime, asr_options)) for r in picked]
 
 
+# Bounds with room: on this machine the bundled samples transcribe at about 5-10% CER (zh) and
+# 5-15% WER (en) per speaker; 30% leaves margin for thread-timing differences between machines,
+# while a wrong language, a lost channel or a repeated phrase lands far above it.
+MAX_ERROR_RATE = 0.30
+# words each sample must be heard saying, ones base hears reliably (it writes 空气精化器 for 空气净化器)
+KEY_WORDS = {"zh": ["客厅", "宠物", "下单"], "en": ["vacuum"]}
+
+
 def test_samples_transcribed_in_their_language_with_expected_words(sample_transcripts):
+    from callqa.models.metrics import align, tokens
+
     for row, tr in sample_transcripts:
         lang = row["language"]
         assert tr.language == lang
         for role in ("agent", "customer"):
-            ref = normalize_for_wer(" ".join(t["text"] for t in row["turns"] if t["speaker"] == role), lang)
-            hyp = normalize_for_wer(" ".join(s.text for s in tr.segments if s.speaker == role), lang)
-            if lang == "zh":
-                ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
-            assert _similarity(ref, hyp) > 0.75, (lang, role, ref, hyp)
+            ref = tokens(" ".join(t["text"] for t in row["turns"] if t["speaker"] == role), lang)
+            hyp = tokens(" ".join(s.text for s in tr.segments if s.speaker == role), lang)
+            errors = sum(i is None or j is None or ref[i] != hyp[j] for i, j in align(ref, hyp))
+            rate = errors / len(ref)
+            assert rate < MAX_ERROR_RATE, (lang, role, rate, "".join(ref), "".join(hyp))
+        heard = normalize_for_wer(" ".join(s.text for s in tr.segments), lang).replace(" ", "")
+        for word in KEY_WORDS[lang]:
+            assert word in heard, (lang, word, heard)
 
 
 def test_segments_are_time_ordered_and_attributed_by_channel(sample_transcripts):

@@ -96,9 +96,11 @@ def faster_model(ct2_dir: Path):
 
 
 def _transcribe_both(openai_model, faster_model, audio_path: Path, language: str) -> dict[str, Any]:
-    import whisper
+    from callqa.models.audio import load_audio
 
-    audio = whisper.load_audio(str(audio_path))  # same 16 kHz samples for both runtimes
+    # the same 16 kHz samples for both runtimes, decoded with PyAV (no ffmpeg binary needed,
+    # unlike whisper.load_audio)
+    audio = load_audio(audio_path).channels.mean(axis=0).astype("float32")
     o = openai_model.transcribe(audio, language=language, fp16=False, beam_size=5, word_timestamps=True)
     segments, _ = faster_model.transcribe(audio, language=language, beam_size=5, word_timestamps=True)
     segments = list(segments)
