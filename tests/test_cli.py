@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -35,7 +36,7 @@ def test_eval_reports_items_the_checklist_lacks_as_missing(shared_data, tmp_path
     from callqa.qa_rules.checklist import CHECKLIST_DIR
 
     text = (CHECKLIST_DIR / "sales_core.yaml").read_text(encoding="utf-8")
-    cut = text[: text.index("  - id: objection_resolved")]  # the last item removed
+    cut = text[: re.search(r"^\s*- id: objection_resolved", text, re.MULTILINE).start()]  # the last item removed
     (tmp_path / "team.yaml").write_text(cut, encoding="utf-8")
     assert main(["-q", "eval", "--manifest", str(DEV / "calls.jsonl"), "--text", "--json",
                  "--checklist", str(tmp_path / "team.yaml")]) == 0

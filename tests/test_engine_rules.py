@@ -11,6 +11,18 @@ from callqa.records import Segment, Transcript
 from tests.conftest import dev_calls
 
 
+# These tests pin behaviours of the hand-grown rules (operators, thresholds, calibration): they run on
+# sales_core_rules v11. The trained sales_core v12 is tested in test_learned.py.
+@pytest.fixture(scope="module")
+def checklist(rules_checklist):
+    return rules_checklist
+
+
+@pytest.fixture(scope="module")
+def engine(rules_engine):
+    return rules_engine
+
+
 def _labels(checklist, engine, *turns: tuple[str, str], language: str = "zh") -> dict[str, bool | None]:
     tr = Transcript(tuple(Segment(sp, 2.0 * i, 2.0 * i + 2, text) for i, (sp, text) in enumerate(turns)), language)
     return {v.item_id: verdict_label(checklist.item(v.item_id), v) for v in engine.verdicts(tr)}
