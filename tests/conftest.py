@@ -83,3 +83,18 @@ def rules_engine(rules_checklist, encoder):
     from callqa.qa_rules.engine import ChecklistEngine
 
     return ChecklistEngine(rules_checklist, encoder)
+
+
+def on_the_rules_checklist():
+    """Module-level `checklist` and `engine` fixtures bound to sales_core_rules, for tests that pin the hand-grown
+    rules' behaviour (operators, thresholds, calibration): `checklist, engine = on_the_rules_checklist()`."""
+
+    @pytest.fixture(scope="module")
+    def checklist(rules_checklist):
+        return rules_checklist
+
+    @pytest.fixture(scope="module")
+    def engine(rules_engine):
+        return rules_engine
+
+    return checklist, engine

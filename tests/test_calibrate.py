@@ -11,19 +11,11 @@ from callqa.qa_rules.calibration import f1, fit_logistic, folds_of, sigmoid
 from callqa.qa_rules.checklist import parse_checklist
 from callqa.qa_rules.engine import ChecklistEngine
 
-from tests.conftest import DEV
-
+from tests.conftest import DEV, on_the_rules_checklist
 
 # These tests pin behaviours of the hand-grown rules (operators, thresholds, calibration): they run on
 # sales_core_rules v11. The trained sales_core v12 is tested in test_learned.py.
-@pytest.fixture(scope="module")
-def checklist(rules_checklist):
-    return rules_checklist
-
-
-@pytest.fixture(scope="module")
-def engine(rules_engine):
-    return rules_engine
+checklist, engine = on_the_rules_checklist()
 
 
 @pytest.fixture(scope="module")

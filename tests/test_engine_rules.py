@@ -8,19 +8,11 @@ from callqa.pipelines.evaluate import evaluate_calls
 from callqa.qa_rules.calibration import verdict_label
 
 from callqa.records import Segment, Transcript
-from tests.conftest import dev_calls
-
+from tests.conftest import dev_calls, on_the_rules_checklist
 
 # These tests pin behaviours of the hand-grown rules (operators, thresholds, calibration): they run on
 # sales_core_rules v11. The trained sales_core v12 is tested in test_learned.py.
-@pytest.fixture(scope="module")
-def checklist(rules_checklist):
-    return rules_checklist
-
-
-@pytest.fixture(scope="module")
-def engine(rules_engine):
-    return rules_engine
+checklist, engine = on_the_rules_checklist()
 
 
 def _labels(checklist, engine, *turns: tuple[str, str], language: str = "zh") -> dict[str, bool | None]:
