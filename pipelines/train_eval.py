@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from callqa.pipelines.train import ANSWER_WINDOW, PAIR_HEAD, TURN_HEADS, CallData, TrainConfig, eligible, fit_heads
+from callqa.pipelines.train import PAIR_HEAD, TURN_HEADS, CallData, TrainConfig, eligible, fit_heads, replies
 from callqa.qa_rules.learned import Head, pair_features
 
 LABELS = ("usage_scenario", "selling_point", "objection", "objection_resolved", "greeting", "forbidden_phrase")
@@ -51,12 +51,11 @@ def predict_call(heads: dict[str, Head], call: CallData, forbidden: bool | None 
                 and probs["objection"][t] >= heads["objection"].threshold]
     answered = True
     for c in concerns:
-        replies = [r for r in range(c + 1, min(len(call.speakers), c + ANSWER_WINDOW + 1))
-                   if call.speakers[r] == "agent"]
-        if not replies:
+        answers = replies(call, c)
+        if not answers:
             answered = False
             break
-        p = _p(heads[PAIR_HEAD], pair_features(np.repeat(call.vecs[[c]], len(replies), 0), call.vecs[replies]))
+        p = _p(heads[PAIR_HEAD], pair_features(np.repeat(call.vecs[[c]], len(answers), 0), call.vecs[answers]))
         if p.max() < heads[PAIR_HEAD].threshold:
             answered = False
             break

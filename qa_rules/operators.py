@@ -45,7 +45,7 @@ class Context:
         self.item_matches: dict[str, Match] = {}
         self.threshold_shift = 0.0  # set per item from the checklist's calibration
         self.heads: Heads | None = None  # the checklist's trained heads (operators `model`, `model_answer`)
-        self._turn_probs: dict[str, dict[int, float]] = {}
+        self._sentence_probs: dict[str, dict[int, float]] = {}
 
     def universe(self, speaker: str, within: set[int] | None = None) -> list[int]:
         return [u.index for u in self.utts
@@ -75,7 +75,7 @@ class Context:
         """Drop the sentence and turn embeddings held for this call (they are asked of the encoder again)."""
         self._utt_vecs.clear()
         self._turn_vecs.clear()
-        self._turn_probs.clear()
+        self._sentence_probs.clear()
 
     def call_turns(self) -> tuple[list[int], list[str], np.ndarray]:
         """(turn numbers, speakers, one embedding per turn) of every turn of the call, in order."""
@@ -83,21 +83,25 @@ class Context:
         speaker = {u.turn: u.speaker for u in self.utts}
         return turns, [speaker[t] for t in turns], vecs
 
+    def require_heads(self) -> Heads:
+        if self.heads is None:
+            raise RuntimeError("this checklist uses trained heads (`model`, `model_answer`): load it with its heads")
+        return self.heads
+
     def sentence_probabilities(self, head: str) -> dict[int, float]:
         """Utterance index → the calibrated probability `head` gives that sentence (read with its whole turn and
         the turn before), for every sentence of the call; computed once per head and call."""
-        if head not in self._turn_probs:
-            if self.heads is None:
-                raise RuntimeError("this checklist uses trained heads (`model:`): load it with its heads file")
+        if head not in self._sentence_probs:
+            heads = self.require_heads()
             turns, speakers, vecs = self.call_turns()
             probs: list[float] = []
             if turns and self.utts:
                 row = {t: k for k, t in enumerate(turns)}
                 idx = [u.index for u in self.utts]
                 feats = sentence_features(self.utt_vectors(idx), [row[u.turn] for u in self.utts], vecs, speakers)
-                probs = list(self.heads.head(head).probability(feats))
-            self._turn_probs[head] = {u.index: float(p) for u, p in zip(self.utts, probs, strict=False)}
-        return self._turn_probs[head]
+                probs = list(heads.head(head).probability(feats))
+            self._sentence_probs[head] = {u.index: float(p) for u, p in zip(self.utts, probs, strict=False)}
+        return self._sentence_probs[head]
 
     def exemplar_vectors(self, texts: tuple[str, ...]) -> np.ndarray:
         if texts not in self._exemplars:
@@ -310,9 +314,7 @@ def _model(arg: dict[str, Any], ctx: Context, speaker: str, within: set[int] | N
     """A trained head judges each sentence of `speaker` (seen with its whole turn and the turn before): hits are
     the sentences that reach the threshold, with their probability. `near_miss` is scaled so that the
     `item_score` of a miss is the best sentence's probability, which makes the verdict's confidence 1 - p."""
-    if ctx.heads is None:
-        raise RuntimeError("this checklist uses trained heads (`model:`): load it with its heads file")
-    threshold = float(arg.get("threshold", ctx.heads.head(arg["head"]).threshold))
+    threshold = float(arg.get("threshold", ctx.require_heads().head(arg["head"]).threshold))
     probs = ctx.sentence_probabilities(arg["head"])
     out = Match()
     best = 0.0
@@ -332,9 +334,7 @@ def _model_answer(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[
     concerns no reply answers. With `require: every` (default) one unmet concern clears the hits."""
     other = "customer" if speaker == "agent" else "agent"
     triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
-    if ctx.heads is None:
-        raise RuntimeError("this checklist uses trained heads (`model_answer:`): load it with its heads file")
-    head = ctx.heads.head(arg["head"])
+    head = ctx.require_heads().head(arg["head"])
     threshold = float(arg.get("threshold", head.threshold))
     within = int(arg.get("within_turns", 3))
     turns, speakers, vecs = ctx.call_turns()
