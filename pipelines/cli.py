@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from callqa.pipelines.store import DEFAULT_DB, DatabaseBusy
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 log = logging.getLogger("callqa")
 
@@ -70,12 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_scoring_flow(dask=args.dask, dask_address=args.dask_address, **params)
     for line in summary.lines():
         print(line)
-    from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
+    from callqa.pipelines.report_data import weekly_scorecard
+    from callqa.pipelines.scorecard import format_scorecard
     from callqa.pipelines.store import Store
 
     with Store(args.db, read_only=True) as store:
         try:
-            from callqa.pipelines.scorecard import weeks
+            from callqa.pipelines.report_data import weeks
 
             for wk in weeks(store.con):
                 print()
@@ -87,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scorecard(args: argparse.Namespace) -> int:
-    from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
+    from callqa.pipelines.report_data import weekly_scorecard
+    from callqa.pipelines.scorecard import format_scorecard
     from callqa.pipelines.store import Store
 
     with Store(args.db, read_only=True) as store:
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", type=Path, help="batch folder holding the recordings")
     r.add_argument("--manifest", type=Path, help="CSV or JSONL with file, agent_id, started_at (+ optional fields)")
     r.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
-    r.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
+    r.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")
     r.add_argument("--max-attempts", type=int, default=3, help="give up on a failing file after this many runs")
     r.add_argument("--no-prefect", action="store_true",
                    help="run the same steps without Prefect (no server start; no run history in the UI)")
@@ -265,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "rate of every checklist item (share of calls where the item applied and passed).")
     s.add_argument("--week", help="ISO week YYYY-Www (default: the latest week with calls)")
     s.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
-    s.add_argument("--checklist", default="sales_core", help="checklist id (default: sales_core)")
+    s.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_scorecard)
 
@@ -280,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--db", type=Path, default=Path("callqa-eval.duckdb"),
                    help="DuckDB file for the audio run (default: ./callqa-eval.duckdb)")
-    e.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
+    e.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")
     _add_asr_args(e)
     e.set_defaults(func=cmd_eval)
 
@@ -294,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--labels", type=Path, default=None,
                    help="JSONL of {call_id or source_id, labels} joined onto the manifests' rows (as in eval)")
     c.add_argument("--out", type=Path, default=None, help="new version file (default: ./<id>.v<N+1>.yaml)")
-    c.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path to start from")
+    c.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path to start from")
     c.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_calibrate)
@@ -318,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--cron", default="0 2 * * *", help="scoring schedule (default: '0 2 * * *', 02:00 daily)")
     sv.add_argument("--report-cron", default="0 7 * * 1", help="scorecard schedule (default: Mondays 07:00)")
     sv.add_argument("--timezone", help="time zone of the schedules (default: $TZ or UTC)")
-    sv.add_argument("--checklist", default="sales_core", help="bundled checklist name or YAML path")
+    sv.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")
     sv.add_argument("--max-attempts", type=int, default=3, help="give up on a transient failure after this many runs")
     sv.add_argument("--workers", type=int, default=1, help="transcription worker processes per run")
     sv.set_defaults(func=cmd_serve)

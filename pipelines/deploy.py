@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from callqa.pipelines.store import DEFAULT_DB, Store
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from prefect import flow, get_run_logger
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,10 @@ SCORE_DEPLOYMENT = "inbox-nightly"
 REPORT_DEPLOYMENT = "scorecard-weekly"
 
 
-def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: str = "sales_core") -> str:
+def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: str = DEFAULT_CHECKLIST) -> str:
     """The weekly report as markdown. The reports module may replace this function (same signature)."""
-    from callqa.pipelines.scorecard import format_scorecard, weekly_scorecard
+    from callqa.pipelines.report_data import weekly_scorecard
+    from callqa.pipelines.scorecard import format_scorecard
 
     with Store(db, read_only=True, wait=120) as store:
         try:
@@ -34,7 +36,7 @@ def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: s
 
 
 @flow(name="weekly-scorecard", flow_run_name="scorecard {week}", log_prints=True)
-def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str = "sales_core") -> str:
+def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str = DEFAULT_CHECKLIST) -> str:
     """Build the weekly per-agent scorecard and publish it as the markdown artifact `callqa-weekly-scorecard`."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -45,7 +47,7 @@ def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str 
 
 
 def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str = "0 2 * * *",
-                      report_cron: str = "0 7 * * 1", manifest: str | None = None, checklist: str = "sales_core",
+                      report_cron: str = "0 7 * * 1", manifest: str | None = None, checklist: str = DEFAULT_CHECKLIST,
                       max_attempts: int = 3, workers: int = 1, timezone: str | None = None) -> list:
     """The two deployments `callqa serve` runs: scoring of `inbox` on `cron`, the scorecard on `report_cron`."""
     from callqa.pipelines.flows import score_recordings

@@ -40,7 +40,7 @@ from callqa.pipelines.store import (
     failure_kind,
     masked_text,
 )
-from callqa.qa_rules.checklist import load_checklist
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
 from callqa.qa_rules.tags import NeedTag
 from prefect import flow, get_run_logger, task
@@ -203,7 +203,7 @@ def process_batch(
     source_dir: str | Path,
     manifest: str | Path | None = None,
     db: str | Path = DEFAULT_DB,
-    checklist: str | Path = "sales_core",
+    checklist: str | Path = DEFAULT_CHECKLIST,
     asr: AsrOptions | None = None,
     max_attempts: int = 3,
     progress: bool = True,
@@ -351,7 +351,7 @@ def score_recordings(
     source_dir: str,
     manifest: str | None = None,
     db: str = DEFAULT_DB,
-    checklist: str = "sales_core",
+    checklist: str = DEFAULT_CHECKLIST,
     asr: AsrOptions | None = None,
     max_attempts: int = 3,
     progress: bool = True,

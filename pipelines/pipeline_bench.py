@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from callqa.pipelines.store import Store
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 STAGES = ("decode", "asr", "checklist", "storage", "orchestration")
 
@@ -129,7 +130,7 @@ def generate_verdicts(db: str | Path, verdict_rows: int = 1_000_000, agents: int
     verdict rows, all in SQL (seconds, not minutes)."""
     from callqa.qa_rules.checklist import load_checklist
 
-    cl = load_checklist("sales_core")
+    cl = load_checklist(DEFAULT_CHECKLIST)
     items = [it.id for it in cl.items]
     n_calls = -(-verdict_rows // len(items))  # at least `verdict_rows`
     with Store(db) as store:
@@ -161,7 +162,7 @@ def generate_verdicts(db: str | Path, verdict_rows: int = 1_000_000, agents: int
 
 def scorecard_query_bench(db: str | Path, repeats: int = 5) -> dict[str, Any]:
     """Time `weekly_scorecard` (the function `callqa scorecard` runs) on the busiest week."""
-    from callqa.pipelines.scorecard import weekly_scorecard, weeks
+    from callqa.pipelines.report_data import weekly_scorecard, weeks
 
     with Store(db, read_only=True) as store:
         wk = weeks(store.con)

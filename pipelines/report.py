@@ -23,6 +23,7 @@ from callqa.pipelines.coaching import Example, Focus, agent_focus, item_examples
 from callqa.pipelines.followups import PromiseDetector
 from callqa.pipelines.report_data import Dataset, WeekSummary, agent_weeks, item_title, load_dataset, week_summary
 from callqa.pipelines.review import ItemAgreement, agreement
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 from callqa.records import Segment, TextEmbedder
 
@@ -60,7 +61,7 @@ class WeekReport:
     generated_at: datetime = field(default_factory=datetime.now)
 
 
-def build_week_report(con: duckdb.DuckDBPyConnection, week: str | None = None, checklist_id: str = "sales_core",
+def build_week_report(con: duckdb.DuckDBPyConnection, week: str | None = None, checklist_id: str = DEFAULT_CHECKLIST,
                       version: int | None = None, encoder: TextEmbedder | None = None, lang: str = "en",
                       ) -> WeekReport:
     """Everything the report shows for one ISO week (default: the latest week with calls)."""
@@ -139,7 +140,7 @@ def write_report(report: WeekReport, out_dir: str | Path, clips: bool = True, pa
 
 
 def make_report(db: str | Path, week: str | None = None, out_dir: str | Path | None = None,
-                checklist_id: str = "sales_core", clips: bool = True, semantic: bool = True,
+                checklist_id: str = DEFAULT_CHECKLIST, clips: bool = True, semantic: bool = True,
                 lang: str = "en") -> tuple[WeekReport, ReportFiles]:
     """Open the database read-only, build one week's report and write it (default folder:
     ./reports/<week>)."""

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from callqa.pipelines.store import DEFAULT_DB
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -87,7 +88,7 @@ def add_report_commands(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--week", help="ISO week YYYY-Www (default: the latest week with calls)")
     rp.add_argument("--out", type=Path, help="output folder (default: ./reports/<week>)")
     rp.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
-    rp.add_argument("--checklist", default="sales_core", help="checklist id (default: sales_core)")
+    rp.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
     rp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of item titles")
     rp.add_argument("--no-clips", action="store_true", help="do not cut audio clips")
     rp.add_argument("--no-semantic", action="store_true",
@@ -106,7 +107,7 @@ def add_report_commands(sub: argparse._SubParsersAction) -> None:
     rv.add_argument("--verdict", choices=["pass", "fail", "na"], help="the human verdict (set)")
     rv.add_argument("--reviewer", help="who reviews (set; import-labels default: labels)")
     rv.add_argument("--comment", help="why (set)")
-    rv.add_argument("--checklist", default="sales_core", help="checklist id (default: sales_core)")
+    rv.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
     rv.add_argument("--week", help="stats: only calls of this ISO week")
     rv.add_argument("--current", action="store_true", help="list: only the review that counts per verdict")
     rv.add_argument("--manifest", type=Path, help="import-labels: JSONL/CSV manifest with call_id and labels")

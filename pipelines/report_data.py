@@ -1,9 +1,11 @@
-"""What the weekly report shows, computed from the store with human overrides applied.
+"""The read model for a week: every number a QA lead sees, computed one way.
 
-Calls are read once per report (all weeks of one checklist version, so trends and the change
-against the previous week come from the same numbers); each call's score is recomputed from its
-effective verdicts with the stored checklist's weights, the same rule as the engine's
-`call_score`: weighted share of applicable items passed, 0 when a critical item failed.
+`callqa scorecard`, the scheduled weekly artifact, `callqa report` (HTML, CSV, Parquet) and the
+trainer notebook all read calls through `load_dataset` and agents through `agent_weeks`, so they
+cannot disagree. Each call's score is recomputed from its *effective* verdicts (the latest human
+override where there is one) by `qa_rules`' own `call_score`, on the checklist rebuilt from the YAML
+stored with that version: weighted share of applicable items passed, 0 when a critical item failed.
+The machine's stored `call_scores.score` is only the score before review.
 """
 
 from __future__ import annotations
@@ -12,12 +14,33 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import duckdb
 from callqa.pipelines.review import effective_verdicts_sql
-from callqa.pipelines.scorecard import WEEK_EXPR, latest_checklist_version
+from callqa.pipelines.store import WEEK_EXPR, latest_checklist_version
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, Checklist, parse_checklist
+from callqa.qa_rules.engine import call_score
 
-from callqa.records import Evidence
+from callqa.records import Evidence, ItemVerdict
+
+
+def weeks(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST) -> list[str]:
+    """Every ISO week with a scored call under `checklist_id`, oldest first."""
+    rows = con.execute(
+        f"SELECT DISTINCT {WEEK_EXPR} AS wk FROM recordings r JOIN call_scores s USING (recording_id) "
+        "WHERE s.checklist_id = ? AND r.started_local IS NOT NULL ORDER BY wk", [checklist_id],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def stored_checklist(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int) -> Checklist:
+    """The checklist exactly as it was when its verdicts were stored, rebuilt from its stored YAML."""
+    row = con.execute("SELECT source FROM checklists WHERE checklist_id = ? AND version = ?",
+                      [checklist_id, version]).fetchone()
+    if not row or not row[0]:
+        raise LookupError(f"checklist {checklist_id!r} v{version} is not stored in this database")
+    return parse_checklist(row[0], source=f"<stored {checklist_id} v{version}>")
 
 
 @dataclass(frozen=True)
@@ -29,8 +52,13 @@ class Verdict:
     reviewer: str | None
     comment: str | None
     confidence: float
-    evidence: tuple[Evidence, ...]
+    evidence_json: str
     reason: str
+
+    @cached_property
+    def evidence(self) -> tuple[Evidence, ...]:
+        """Parsed on first use: a scorecard over a big week never needs it."""
+        return tuple(Evidence(**e) for e in json.loads(self.evidence_json or "[]"))
 
 
 @dataclass(frozen=True)
@@ -68,8 +96,13 @@ class AgentWeek:
         return None if self.prev_score is None else round(self.score - self.prev_score, 1)
 
     def pass_rate(self, item_id: str) -> float | None:
+        """Share of this agent's applicable calls that passed `item_id` (None: never applicable)."""
         n = self.applicable.get(item_id, 0)
         return round(self.passed.get(item_id, 0) / n, 3) if n else None
+
+    def rank_key(self) -> tuple:
+        """Best score first, then fewer critical fails, then agent id."""
+        return -self.score, self.critical_fails, self.agent_id
 
 
 @dataclass
@@ -98,53 +131,45 @@ def item_title(item: dict, lang: str = "en") -> str:
     return str(title or item["id"])
 
 
-def _score(items: list[dict], verdicts: dict[str, Verdict]) -> tuple[float, bool]:
-    points = max_points = 0.0
-    critical = False
-    for it in items:
-        v = verdicts.get(it["id"])
-        if v is None or v.verdict == "na":
-            continue
-        max_points += it.get("weight", 0)
-        if v.verdict == "pass":
-            points += it.get("weight", 0)
-        elif it.get("critical"):
-            critical = True
-    return (0.0 if critical or max_points == 0 else round(100.0 * points / max_points, 2)), critical
-
-
-def load_dataset(con: duckdb.DuckDBPyConnection, checklist_id: str = "sales_core",
-                 version: int | None = None) -> Dataset:
-    """Every scored call with a start time under one checklist version, overrides applied."""
+def load_dataset(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST,
+                 version: int | None = None, weeks: list[str] | None = None) -> Dataset:
+    """Every scored call with a start time under one checklist version (only `weeks`, when given),
+    human overrides applied and each call scored by `qa_rules`' `call_score`."""
     version = version or latest_checklist_version(con, checklist_id)
     if version is None:
         raise LookupError(f"no calls scored with checklist {checklist_id!r} yet")
+    checklist = stored_checklist(con, checklist_id, version)
     row = con.execute("SELECT items FROM checklists WHERE checklist_id = ? AND version = ?",
                       [checklist_id, version]).fetchone()
     items = json.loads(row[0]) if row else []
+    params: list = [checklist_id, version]
+    week_filter = ""
+    if weeks is not None:
+        week_filter = f"AND {WEEK_EXPR} IN (SELECT unnest(?))"
+        params.append(list(weeks))
     recs = con.execute(
         f"SELECT r.recording_id, coalesce(r.call_id, r.file_name), coalesce(r.agent_id, '(unknown)'), "
         f"r.started_local, {WEEK_EXPR}, coalesce(r.language, r.detected_language), r.path, r.duration_s "
         "FROM recordings r JOIN call_scores s ON s.recording_id = r.recording_id "
-        "WHERE s.checklist_id = ? AND s.checklist_version = ? AND r.started_local IS NOT NULL "
-        "ORDER BY r.started_local, r.recording_id", [checklist_id, version],
+        f"WHERE s.checklist_id = ? AND s.checklist_version = ? AND r.started_local IS NOT NULL {week_filter} "
+        "ORDER BY r.started_local, r.recording_id", params,
     ).fetchall()
     verdict_rows = con.execute(
-        f"SELECT recording_id, item_id, verdict, auto_verdict, human_verdict, reviewer, comment, confidence, "
-        f"evidence, reason FROM ({effective_verdicts_sql(con)}) WHERE checklist_id = ? AND checklist_version = ?",
-        [checklist_id, version],
+        f"SELECT e.recording_id, e.item_id, e.verdict, e.auto_verdict, e.human_verdict, e.reviewer, e.comment, "
+        f"e.confidence, e.evidence, e.reason FROM ({effective_verdicts_sql(con)}) e "
+        "JOIN recordings r ON r.recording_id = e.recording_id "
+        f"WHERE e.checklist_id = ? AND e.checklist_version = ? {week_filter}", params,
     ).fetchall()
     by_rec: dict[str, dict[str, Verdict]] = {}
     for rid, item, verdict, auto, human, reviewer, comment, conf, ev, reason in verdict_rows:
-        evidence = tuple(Evidence(**e) for e in json.loads(ev or "[]"))
         by_rec.setdefault(rid, {})[item] = Verdict(item, verdict, auto, human, reviewer, comment, conf or 0.0,
-                                                   evidence, reason or "")
+                                                   ev or "[]", reason or "")
     calls = []
     for rid, call_id, agent, started, week, lang, path, duration in recs:
         verdicts = by_rec.get(rid, {})
-        score, critical = _score(items, verdicts)
-        calls.append(Call(rid, str(call_id), str(agent), started, week, lang, path, duration, score, critical,
-                          verdicts))
+        scored = call_score(checklist, [ItemVerdict(v.item_id, v.verdict, v.confidence) for v in verdicts.values()])
+        calls.append(Call(rid, str(call_id), str(agent), started, week, lang, path, duration, scored.score,
+                          scored.critical_fail, verdicts))
     return Dataset(checklist_id, version, items, calls, sorted({c.week for c in calls}))
 
 
@@ -191,7 +216,7 @@ def week_summary(ds: Dataset, week: str, trend_span: int = 8) -> WeekSummary:
     for agent, a in now.items():
         if agent in before:
             a.prev_score = before[agent].score
-    agents = sorted(now.values(), key=lambda a: (-a.score, a.critical_fails, a.agent_id))
+    agents = sorted(now.values(), key=AgentWeek.rank_key)
     median = round(statistics.median(a.score for a in agents), 1) if agents else None
     med_rate: dict[str, float | None] = {}
     pooled: dict[str, float | None] = {}
@@ -205,3 +230,42 @@ def week_summary(ds: Dataset, week: str, trend_span: int = 8) -> WeekSummary:
     trends = {a.agent_id: [per_week[w][a.agent_id].score if a.agent_id in per_week[w] else None
                            for w in trend_weeks] for a in agents}
     return WeekSummary(week, prev, agents, median, med_rate, pooled, trends, trend_weeks)
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """One week's per-agent scorecard (what `callqa scorecard` prints and the weekly artifact shows)."""
+
+    checklist_id: str
+    checklist_version: int
+    week: str
+    items: list[dict]  # the stored checklist's items, in order (id, title, weight, ...)
+    agents: list[AgentWeek]  # best first
+
+    def to_dict(self) -> dict:
+        return {
+            "checklist": {"id": self.checklist_id, "version": self.checklist_version},
+            "week": self.week,
+            "items": [{"id": it["id"], "title": it["title"], "weight": it["weight"]} for it in self.items],
+            "agents": [{"agent_id": a.agent_id, "week": self.week, "calls": a.calls, "score": a.score,
+                        "critical_fails": a.critical_fails,
+                        "pass_rate": {it["id"]: a.pass_rate(it["id"]) for it in self.items}}
+                       for a in self.agents],
+        }
+
+
+def weekly_scorecard(con: duckdb.DuckDBPyConnection, week: str | None = None,
+                     checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> Scorecard:
+    """Per agent for one ISO week (default: the latest): calls, mean score, critical fails, pass rate
+    per item, human overrides applied."""
+    version = version or latest_checklist_version(con, checklist_id)
+    if version is None:
+        raise LookupError(f"no calls scored with checklist {checklist_id!r} yet")
+    if week is None:
+        all_weeks = weeks(con, checklist_id)
+        if not all_weeks:
+            raise LookupError("no scored calls with a start time")
+        week = all_weeks[-1]
+    ds = load_dataset(con, checklist_id, version, weeks=[week])
+    return Scorecard(checklist_id, version, week, ds.items, sorted(agent_weeks(ds, week).values(),
+                                                                  key=AgentWeek.rank_key))

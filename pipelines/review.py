@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from callqa.pipelines.store import WEEK_EXPR, latest_checklist_version
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 VERDICTS = ("pass", "fail", "na")
 
@@ -121,7 +123,7 @@ class Review:
 
 
 def add_review(con: duckdb.DuckDBPyConnection, call: str, item_id: str, verdict: str, reviewer: str,
-               comment: str = "", checklist_id: str = "sales_core", version: int | None = None) -> Review:
+               comment: str = "", checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> Review:
     """Record a human verdict for one item of one call (a new history row; the latest one counts)."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
@@ -195,11 +197,9 @@ class ItemAgreement:
     confusion: dict[str, int]  # "auto->human": count
 
 
-def agreement(con: duckdb.DuckDBPyConnection, checklist_id: str = "sales_core", version: int | None = None,
+def agreement(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None,
               week: str | None = None) -> list[ItemAgreement]:
     """Per item: how often the automatic verdict equals the current human one, and Cohen's kappa."""
-    from callqa.pipelines.scorecard import WEEK_EXPR, latest_checklist_version
-
     version = version or latest_checklist_version(con, checklist_id)
     items = _item_ids(con, checklist_id, version)
     params: list = [checklist_id, version]
@@ -249,7 +249,7 @@ def label_to_verdict(polarity: str, label: bool | None) -> str:
 
 
 def import_labels(con: duckdb.DuckDBPyConnection, manifest: str | Path, reviewer: str = "labels",
-                  checklist_id: str = "sales_core", version: int | None = None) -> int:
+                  checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> int:
     """Record a labelled manifest's `labels` as human reviews (matched by call_id); returns how many."""
     from callqa.pipelines.batch import read_manifest
 

@@ -30,6 +30,16 @@ from callqa.records import CallScore, Transcript
 
 log = logging.getLogger(__name__)
 
+# The ISO week of the call's local wall-clock time, as 'YYYY-Www'.
+WEEK_EXPR = "isoyear(r.started_local) || '-W' || lpad(CAST(week(r.started_local) AS VARCHAR), 2, '0')"
+
+
+def latest_checklist_version(con: duckdb.DuckDBPyConnection, checklist_id: str) -> int | None:
+    row = con.execute(
+        "SELECT max(checklist_version) FROM call_scores WHERE checklist_id = ?", [checklist_id]
+    ).fetchone()
+    return row[0] if row else None
+
 DEFAULT_DB = "callqa.duckdb"
 SCHEMA_VERSION = LATEST  # see migrations.py: the schema is the ordered list of migrations there
 

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 CHECKLIST_DIR = Path(__file__).parent / "checklists"
+DEFAULT_CHECKLIST = "sales_core"  # the bundled checklist every command uses unless told otherwise
 SPEAKERS = ("agent", "customer", "any")
 POLARITIES = ("present", "absent")
 
@@ -416,7 +417,7 @@ def _heads_file(name: str, source: str) -> str:
     return str(CHECKLIST_DIR / p)
 
 
-def load_checklist(name_or_path: str | Path = "sales_core") -> Checklist:
+def load_checklist(name_or_path: str | Path = DEFAULT_CHECKLIST) -> Checklist:
     """Load a checklist by bundled name (``sales_core``) or from a YAML file path."""
     p = Path(name_or_path)
     if not p.suffix and not p.exists():

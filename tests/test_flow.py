@@ -8,7 +8,7 @@ import shutil
 import duckdb
 import pytest
 from callqa.pipelines.flows import score_recordings
-from callqa.pipelines.scorecard import weekly_scorecard
+from callqa.pipelines.report_data import weekly_scorecard
 
 from tests.conftest import BAD, DEV, dev_calls
 

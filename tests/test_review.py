@@ -100,3 +100,71 @@ def test_cli_review_set_list_stats(db, capsys):
     out = capsys.readouterr().out
     assert "usage_scenario" in out and "kappa" in out
     assert main(["review", "set", "--db", str(db), "--call", "D030"]) == 2
+
+
+def test_every_view_of_a_week_agrees_once_reviews_exist(db, tmp_path, capsys):
+    """One read model: with human overrides stored, `callqa scorecard` (JSON and table), the scheduled
+    artifact's markdown, the report's HTML and its CSV and Parquet exports show the same calls, score,
+    critical fails and pass rates per agent, and the overrides moved the numbers."""
+    import json
+
+    from callqa.pipelines.cli import main
+    from callqa.pipelines.deploy import weekly_report_markdown
+    from callqa.pipelines.report import make_report
+    from callqa.pipelines.report_data import load_dataset, weekly_scorecard
+    from callqa.pipelines.review import add_review
+
+    with duckdb.connect(str(db)) as con:
+        ds = load_dataset(con)
+        week = max(ds.weeks, key=lambda w: len(ds.week_calls(w)))
+        before = {a.agent_id: a.score for a in weekly_scorecard(con, week).agents}
+        critical = next(it["id"] for it in ds.items if it.get("critical"))
+        # the week's best call fails its critical item; every call's first passed item fails, every failed one passes
+        best = max(ds.week_calls(week), key=lambda c: c.score)
+        add_review(con, best.call_id, critical, "fail", "lee", "said it at 01:10")
+        for c in ds.week_calls(week):
+            flip = next((v for v in c.verdicts.values()
+                         if v.verdict in ("pass", "fail") and v.item_id != critical), None)
+            if flip is not None:
+                add_review(con, c.call_id, flip.item_id, "fail" if flip.verdict == "pass" else "pass", "kim")
+        machine = dict(con.execute(
+            "SELECT r.agent_id, round(avg(s.score), 1) FROM call_scores s JOIN recordings r USING (recording_id) "
+            "WHERE r.call_id IN (SELECT unnest(?)) GROUP BY 1", [[c.call_id for c in ds.week_calls(week)]]).fetchall())
+    assert machine == before  # before any review, the read model is the machine's score
+
+    assert main(["scorecard", "--db", str(db), "--week", week, "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    scored = [it["id"] for it in card["items"] if it["weight"] > 0]
+    cli = {a["agent_id"]: (a["calls"], a["score"], a["critical_fails"], tuple(a["pass_rate"][i] for i in scored))
+           for a in card["agents"]}
+    assert {a: v[1] for a, v in cli.items()} != before
+    assert cli[best.agent_id][2] >= 1
+
+    def rate(text: str) -> float | None:
+        return None if text == "-" else round(float(text.rstrip("%")) / 100, 2)
+
+    def rounded(row: tuple) -> tuple:
+        return row[:3] + (tuple(None if r is None else round(r, 2) for r in row[3]),)
+
+    assert main(["scorecard", "--db", str(db), "--week", week]) == 0
+    table = capsys.readouterr().out.splitlines()
+    text = {cells[0]: (int(cells[1]), float(cells[2]), int(cells[3]), tuple(rate(x) for x in cells[4:]))
+            for cells in (line.split() for line in table[3:-1])}
+    assert text == {a: rounded(v) for a, v in cli.items()}
+
+    md = weekly_report_markdown(db, week).splitlines()
+    assert [line.split()[:3] for line in md if line.split()[:1] and line.split()[0] in cli] == \
+        [[a, str(v[0]), f"{v[1]:.1f}"] for a, v in cli.items()]
+
+    _, files = make_report(db, week, tmp_path / "report", clips=False, semantic=False)
+    with duckdb.connect() as con:
+        for ext in ("csv", "parquet"):
+            path = next(p for p in files.exports if p.name == f"scorecard_{week}.{ext}")
+            cols = ", ".join(f"pass_rate_{i}" for i in scored)
+            rows = con.execute(f"SELECT agent_id, calls, score, critical_fails, {cols} FROM '{path}' ORDER BY rank")
+            export = {r[0]: (r[1], r[2], r[3], tuple(r[4:])) for r in rows.fetchall()}
+            assert export == cli, ext
+            assert list(export) == list(cli)  # same ranking
+    html = files.index.read_text(encoding="utf-8")
+    for agent, (_, score, _, _) in cli.items():
+        assert f"{score:.1f}" in html, agent
