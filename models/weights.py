@@ -55,11 +55,17 @@ def _parts() -> list[Path]:
     return parts
 
 
+def bundled_whisper_stamp() -> str:
+    """A short identity of the shipped Whisper base weights (their parts' names and sizes), without assembling
+    them: what a run's model manifest records for `base`."""
+    return hashlib.sha256("|".join(f"{p}:{p.stat().st_size}" for p in _parts()).encode()).hexdigest()[:12]
+
+
 def whisper_ct2_dir(cache: Path | None = None) -> Path:
     """Assemble the shipped Whisper base parts into a CTranslate2 model folder (once) and return it."""
     parts = _parts()
     side_dir = parts[-1].parent
-    stamp = hashlib.sha256("|".join(f"{p}:{p.stat().st_size}" for p in parts).encode()).hexdigest()[:12]
+    stamp = bundled_whisper_stamp()
     target = (cache or cache_root()) / f"whisper-base-ct2-{stamp}"
     if (target / "model.bin").is_file():
         return target

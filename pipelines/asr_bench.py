@@ -7,6 +7,13 @@ peak RSS. Each runtime runs in its own worker process (so its peak RSS is its ow
 runtimes take turns call by call, so a busy machine slows them alike and the ratios stay fair.
 Optionally (`verdicts=True`) the checklist verdicts of the runtimes' stereo transcripts are
 compared with each other and with the manifest's labels.
+
+A manifest of single-speaker clips (rows with `reference_text` instead of `turns`, such as
+`shared/data/speech/manifest.jsonl`) is scored clip by clip: error rate, repeated phrases (n-grams
+the hypothesis has more often than the reference) and invented tail (hypothesis tokens after the
+last one aligned with the reference). The runtime `plain-faster-whisper` is the reference point:
+faster-whisper's own `transcribe(vad_filter=True)` with its default decoding options, on the same
+weights, the channels averaged, told the manifest's language; callqa's pipeline detects it.
 """
 
 from __future__ import annotations
@@ -22,11 +29,43 @@ from pathlib import Path
 
 import numpy as np
 from callqa.models.asr import AsrOptions
-from callqa.models.metrics import CallScore, corpus_error_rate, corpus_speaker_accuracy, score_call
+from callqa.models.metrics import CallScore, align, corpus_error_rate, corpus_speaker_accuracy, score_call, tokens
 
 from callqa.records import Transcript
 
 log = logging.getLogger(__name__)
+
+PLAIN = "plain-faster-whisper"  # reference point: faster-whisper's own VAD and decoding defaults
+
+
+class _PlainFasterWhisper:
+    """faster-whisper as its README uses it, on the weights callqa loads: `transcribe(vad_filter=True)`."""
+
+    name = PLAIN
+
+    def __init__(self, opts: AsrOptions):
+        import os
+
+        from callqa.models.weights import BUNDLED_WHISPER, resolve_whisper_model
+        from faster_whisper import WhisperModel
+
+        self.model_name = str(opts.model or BUNDLED_WHISPER)
+        self._beam = opts.beam_size
+        self._model = WhisperModel(resolve_whisper_model(opts.model), device=opts.device,
+                                   compute_type=opts.compute_type,
+                                   cpu_threads=opts.cpu_threads or min(os.cpu_count() or 1, 8))
+
+    def transcribe(self, audio: np.ndarray, language: str | None, prompt: str | None = None) -> list:
+        segments, _ = self._model.transcribe(audio, language=language, beam_size=self._beam, vad_filter=True)
+        return list(segments)
+
+    def transcript(self, audio, language: str | None) -> Transcript:
+        from callqa.records import Segment
+
+        mono = audio.channels.mean(axis=0) if audio.n_channels > 1 else audio.channels[0]
+        segs = self.transcribe(np.ascontiguousarray(mono, dtype=np.float32), language)
+        return Transcript(tuple(Segment("unknown", s.start, s.end, s.text.strip()) for s in segs), language=language,
+                          duration=audio.duration, runtime=self.name, model=self.model_name)
 
 
 def _worker(conn, opts: AsrOptions) -> None:
@@ -37,18 +76,21 @@ def _worker(conn, opts: AsrOptions) -> None:
     from callqa.models.runtimes import get_runtime
 
     t = time.perf_counter()
-    runtime = get_runtime(opts)
+    runtime = _PlainFasterWhisper(opts) if opts.runtime == PLAIN else get_runtime(opts)
     # one short decode before timing: first calls pay one-off costs (openai-whisper's word timing
     # compiles its DTW with numba, about 10 s here) that a batch pays once per process
     warm = np.sin(np.linspace(0, 2000, SAMPLE_RATE * 2, dtype=np.float32)) * 0.1
     runtime.transcribe(warm, "en", None)
     conn.send({"load_s": time.perf_counter() - t})
     while (job := conn.recv()) is not None:
-        path, agent_channel = job
+        path, agent_channel, language = job
         try:
             audio = load_audio(path)
             w, c = time.perf_counter(), time.process_time()
-            tr = transcribe_audio(audio, runtime, opts, agent_channel)
+            if isinstance(runtime, _PlainFasterWhisper):
+                tr = runtime.transcript(audio, language)
+            else:
+                tr = transcribe_audio(audio, runtime, opts, agent_channel)
             conn.send({"transcript": tr, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
                        "duration_s": audio.duration})
         except AudioError as e:
@@ -64,6 +106,7 @@ class _Tally:
     cpu: dict[str, float] = field(default_factory=lambda: {"stereo": 0.0, "mono": 0.0})
     audio: dict[str, float] = field(default_factory=lambda: {"stereo": 0.0, "mono": 0.0})
     scores: dict[str, list[CallScore]] = field(default_factory=lambda: {"stereo": [], "mono": []})
+    clips: dict[str, dict] = field(default_factory=dict)  # single-speaker clips, by file: clip_report()
     transcripts: dict[str, Transcript] = field(default_factory=dict)  # stereo, by call id
     errors: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0
@@ -101,8 +144,53 @@ def _balanced(rows: list[dict], limit: int | None) -> list[dict]:
     return out
 
 
+def repeated_ngrams(ref: list[str], hyp: list[str], n: int) -> list[str]:
+    """n-grams (joined) that occur more often in the hypothesis than in the reference, and at least twice."""
+    def counts(toks: list[str]) -> dict[tuple[str, ...], int]:
+        out: dict[tuple[str, ...], int] = {}
+        for i in range(len(toks) - n + 1):
+            key = tuple(toks[i : i + n])
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    r = counts(ref)
+    return [" ".join(g) for g, c in counts(hyp).items() if c >= 2 and c > r.get(g, 0)]
+
+
+def invented_tail(ref: list[str], hyp: list[str]) -> list[str]:
+    """Hypothesis tokens after the last one the minimum-edit alignment pairs with a reference token."""
+    last = -1
+    for i, j in align(ref, hyp):
+        if i is not None and j is not None:
+            last = j
+    return hyp[last + 1 :]
+
+
+def clip_report(reference: str, hypothesis: str, language: str) -> dict:
+    """Error rate, repeated phrases and invented tail of one single-speaker clip.
+
+    Repeats are counted on 3-word n-grams (English) or 4-character n-grams (Mandarin, about two words).
+    """
+    ref, hyp = tokens(reference, language), tokens(hypothesis, language)
+    errors = sum(i is None or j is None or ref[i] != hyp[j] for i, j in align(ref, hyp))
+    return {"language": language, "ref_tokens": len(ref), "errors": errors,
+            "error_rate": round(errors / len(ref), 4) if ref else None,
+            "repeats": repeated_ngrams(ref, hyp, 3 if language == "en" else 4),
+            "tail": "".join(invented_tail(ref, hyp)) if language == "zh" else " ".join(invented_tail(ref, hyp)),
+            "hypothesis": hypothesis}
+
+
+def _clip_rate(clips: dict[str, dict], lang: str) -> float | None:
+    picked = [c for c in clips.values() if c["language"] == lang]
+    total = sum(c["ref_tokens"] for c in picked)
+    return sum(c["errors"] for c in picked) / total if total else None
+
+
 def _jobs(rows: list[dict], base: Path) -> Iterator[tuple[dict, str, Path]]:
     for r in rows:
+        if "reference_text" in r and not r.get("turns"):
+            yield r, "clip", base / r["file"]
+            continue
         audio = r.get("audio") or {}
         yield r, "stereo", base / (audio.get("stereo_16k") or r["file"])
         if audio.get("mono_8k_telephone"):
@@ -128,6 +216,9 @@ def _summary(t: _Tally) -> dict:
         "speaker_acc_stereo": _r(corpus_speaker_accuracy(t.scores["stereo"])),
         "speaker_acc_mono": _r(corpus_speaker_accuracy(t.scores["mono"])),
         "peak_rss_mb": round(t.peak_rss_mb, 1),
+        "cer_zh_clips": _r(_clip_rate(t.clips, "zh")),
+        "wer_en_clips": _r(_clip_rate(t.clips, "en")),
+        "clips": t.clips,
         # extras: CPU seconds per audio second (less sensitive to other load), mono figures, counts
         "rtf_cpu": _r(t.cpu["stereo"] / t.audio["stereo"] if t.audio["stereo"] else None),
         "rtf_mono": _r(t.wall["mono"] / t.audio["mono"] if t.audio["mono"] else None),
@@ -190,9 +281,9 @@ def run_bench(
     """
     manifest = Path(manifest)
     rows = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x.strip()]
-    rows = [r for r in _balanced(rows, limit) if r.get("turns")]
+    rows = [r for r in _balanced(rows, limit) if r.get("turns") or r.get("reference_text")]
     if not rows:
-        raise ValueError(f"{manifest}: no calls with reference `turns`")
+        raise ValueError(f"{manifest}: no calls with reference `turns` (or clips with `reference_text`)")
     base = options or AsrOptions()
     ctx = mp.get_context("spawn")
     workers: dict[str, tuple] = {}
@@ -212,11 +303,18 @@ def run_bench(
         cid = str(r.get("call_id") or r["file"])
         channel = 1 if str(r.get("agent_channel", "left")).lower() in ("right", "1") else 0
         for name, (_, conn) in workers.items():
-            conn.send((str(path), channel))
+            conn.send((str(path), channel, r.get("language")))
             res = conn.recv()
             t = tallies[name]
             if "error" in res:
                 t.errors.append(f"{cid} {kind}: {res['error']}")
+                continue
+            if kind == "clip":
+                tr = res["transcript"]
+                hyp = " ".join(s.text for s in tr.segments)
+                t.clips[cid] = clip_report(r["reference_text"], hyp, str(r.get("language") or tr.language))
+                t.clips[cid].update(detected_language=tr.language, wall_s=round(res["wall_s"], 2),
+                                    duration_s=round(res["duration_s"], 2))
                 continue
             t.wall[kind] += res["wall_s"]
             t.cpu[kind] += res["cpu_s"]
@@ -233,7 +331,8 @@ def run_bench(
     first = runtimes[0]
     for name in runtimes[1:]:
         result[name]["ratio_vs_" + first] = {
-            k: _ratio(result[name][k], result[first][k]) for k in ("rtf", "rtf_cpu", "peak_rss_mb", "cer_zh", "wer_en")
+            k: _ratio(result[name][k], result[first][k])
+            for k in ("rtf", "rtf_cpu", "peak_rss_mb", "cer_zh", "wer_en", "cer_zh_clips", "wer_en_clips")
         }
     if verdicts:
         for name, extra in _compare_verdicts(rows, tallies).items():
@@ -248,6 +347,7 @@ def format_bench(result: dict[str, dict]) -> str:
                ("wer_en", "WER en (stereo)"), ("speaker_acc_stereo", "speaker attribution, stereo"),
                ("speaker_acc_mono", "speaker attribution, mono 8 kHz"), ("rtf_mono", "RTF mono (with diarization)"),
                ("cer_zh_mono", "CER zh (mono)"), ("wer_en_mono", "WER en (mono)"), ("peak_rss_mb", "peak RSS MB"),
+               ("cer_zh_clips", "CER zh (clips)"), ("wer_en_clips", "WER en (clips)"),
                ("load_s", "model load s"), ("label_agreement", "verdicts = labels (share)")]
     head = ["metric", *names] + [f"{n} / {names[0]}" for n in names[1:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -259,7 +359,18 @@ def format_bench(result: dict[str, dict]) -> str:
         cells += ["" if r is None else f"{r:.2f}" for r in (_ratio(v, vals[0]) for v in vals[1:])]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     first = result[names[0]]
-    lines.append(f"\n{first['calls']} calls ({first['audio_s']} s of audio), {first['mono_calls']} mono copies.")
+    if first.get("clips"):
+        lines += ["", "| clip | lang | " + " | ".join(f"{n} error | {n} repeats / tail" for n in names) + " |",
+                  "|" + "---|" * (2 + 2 * len(names))]
+        for clip, c in first["clips"].items():
+            cells = [clip, c["language"]]
+            for n in names:
+                d = result[n]["clips"].get(clip)
+                cells += ["", ""] if d is None else [f"{d['error_rate']:.3f}",
+                                                     f"{len(d['repeats'])} / {d['tail'] or '-'}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"\n{first['calls']} calls ({first['audio_s']} s of audio), {first['mono_calls']} mono copies, "
+                 f"{len(first.get('clips') or {})} clips.")
     for n in names[1:]:
         diffs = result[n].get("verdicts_differ_from_" + names[0])
         if diffs is not None:

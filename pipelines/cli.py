@@ -144,7 +144,7 @@ def cmd_asr_bench(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from callqa.pipelines.batch import read_manifest
-    from callqa.pipelines.evaluate import attach_labels, classify_text, evaluate_calls, format_eval
+    from callqa.pipelines.evaluate import LABELS, attach_labels, classify_text, evaluate_calls, format_eval
     from callqa.pipelines.flows import make_engine
     from callqa.qa_rules.checklist import load_checklist
 
@@ -166,7 +166,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results = classify_text(engine, rows)
     else:
         results = _eval_from_audio(args, checklist, rows)
-    result = evaluate_calls(checklist, results)
+    if args.items:
+        labels = tuple(i.strip() for i in args.items.split(",") if i.strip())
+    else:  # the product's six labels, plus any item of this checklist the manifest labels (a team's own)
+        labels = LABELS + tuple(i for i in checklist.item_ids
+                                if i not in LABELS and any(i in r["labels"] for r in rows))
+    result = evaluate_calls(checklist, results, labels)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -220,11 +225,30 @@ TRAIN_EPOCHS = 60
 def cmd_train(args: argparse.Namespace) -> int:
     from callqa.pipelines.train import TrainConfig, run_training
 
-    path, heads = run_training(args.manifest, args.out, TrainConfig(seed=args.seed, epochs=args.epochs),
-                               exclude_writers=tuple(args.exclude_writer or ()))
-    print(f"wrote {path}\nsha256: {heads.sha256}\ncalls: {heads.meta['calls']} from "
-          f"{len(heads.meta['writers'])} writers\nreference it from a checklist: "
-          f"model: {{heads: {path.name}, sha256: {heads.sha256}}}")
+    if not args.manifest and not args.checklist:
+        print("callqa train: give --manifest (labelled calls) and/or --checklist (items with examples)",
+              file=sys.stderr)
+        return 2
+    heads = None
+    if args.manifest:
+        path, heads = run_training(args.manifest, args.out, TrainConfig(seed=args.seed, epochs=args.epochs),
+                                   exclude_writers=tuple(args.exclude_writer or ()))
+        print(f"wrote {path}\nsha256: {heads.sha256}\ncalls: {heads.meta['calls']} from "
+              f"{len(heads.meta['writers'])} writers\nreference it from a checklist: "
+              f"model: {{heads: {path.name}, sha256: {heads.sha256}}}")
+    if args.checklist:
+        from callqa.pipelines.train_items import run_item_training
+
+        try:
+            yaml_path, heads_path, fitted = run_item_training(args.checklist, args.out, base=heads)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"callqa train: {args.checklist}: {e}", file=sys.stderr)
+            return 1
+        for name, rep in fitted.meta["example_heads"]["heads"].items():
+            print(f"fitted {name} from {rep['pass']} pass / {rep['fail']} fail examples + {rep['bank']} background "
+                  f"sentences: held-out pass examples found {rep['loo_pass_recall']:.0%}, held-out fail examples "
+                  f"rejected {rep['loo_fail_rejected']:.0%}, background flagged {rep['bank_flagged']:.1%}")
+        print(f"wrote {heads_path} (sha256 {fitted.sha256})\nwrote {yaml_path}")
     return 0
 
 
@@ -284,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--db", type=Path, default=Path("callqa-eval.duckdb"),
                    help="DuckDB file for the audio run (default: ./callqa-eval.duckdb)")
     e.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")
+    e.add_argument("--items", help="comma-separated item ids to score (default: the six product labels plus any "
+                   "other item of the checklist that the manifest labels)")
     _add_asr_args(e)
     e.set_defaults(func=cmd_eval)
 
@@ -365,10 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "selling point, objection, greeting, forbidden phrase, and the concern/reply pair head), "
                         "calibrate each on out-of-fold predictions (folds by writer), and write a heads file plus a "
                         "JSON report. Seeded: the same corpus and seed give the same file. About 10-15 minutes for "
-                        "1,500 calls on 2 cores. Example: callqa train --manifest corpus/ --out qa_rules/checklists/")
-    tr.add_argument("--manifest", type=Path, required=True, action="append",
+                        "1,500 calls on 2 cores. Example: callqa train --manifest corpus/ --out qa_rules/checklists/. "
+                        "With --checklist, a team's own items are fitted from the pass/fail examples written in the "
+                        "checklist (seconds): callqa train --checklist my_team.yaml --out my_team/")
+    tr.add_argument("--manifest", type=Path, action="append",
                     help="labelled JSONL manifest, or a folder of them (each file or folder one writer); repeatable")
-    tr.add_argument("--out", type=Path, required=True, help="folder for sales_core.heads.npz, or an .npz path")
+    tr.add_argument("--checklist", help="a checklist whose items carry `examples` (pass/fail snippets) and a "
+                    "`model` head: fit those heads from the examples (seconds), keep the checklist's other heads, "
+                    "write <id>.heads.npz and the checklist pointing at it into --out")
+    tr.add_argument("--out", type=Path, required=True,
+                    help="folder for the heads file (sales_core.heads.npz; <id>.heads.npz with --checklist)")
     tr.add_argument("--seed", type=int, default=13, help="random seed (default 13)")
     tr.add_argument("--epochs", type=int, default=TRAIN_EPOCHS,
                     help=f"full-batch passes per head (default {TRAIN_EPOCHS}; fewer for a quick trial)")

@@ -32,7 +32,14 @@ from callqa.models.runtimes import get_runtime
 from callqa.pipelines.batch import BatchEntry, discover
 from callqa.pipelines.plan import plan_run
 from callqa.pipelines.scale import load_partitions, mark_loaded, write_partition
-from callqa.pipelines.scoring import make_engine, score_many, score_many_task, score_one, score_task
+from callqa.pipelines.scoring import (
+    make_engine,
+    score_many,
+    score_many_task,
+    score_one,
+    score_task,
+    scoring_models,
+)
 from callqa.pipelines.store import (
     DEFAULT_DB,
     Store,
@@ -292,7 +299,7 @@ def process_batch(
                     # tags first: a run killed between the two writes leaves the call unscored, so the next run
                     # scores (and tags) it again instead of skipping a scored call that has no tags
                     store.save_tags(rid, scored[1])
-                    store.save_score(rid, scored[0])
+                    store.save_score(rid, scored[0], scoring_models(get_engine(timing)))
                     counts["scored"] += 1
                     log.info("scored %s: %.0f", name, scored[0].score)
             timing["storage"] = time.perf_counter() - t0

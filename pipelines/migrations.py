@@ -183,12 +183,24 @@ CREATE TABLE IF NOT EXISTS call_tags (
 );
 """
 
+# The model manifest of every stored score: which ASR weights, sentence encoder, trained heads and checklist
+# text produced it (one row per distinct manifest, referenced by its SHA-256).
+_V5 = """
+CREATE TABLE model_manifests (
+    manifest_sha VARCHAR PRIMARY KEY,                     -- sha256 of the manifest JSON (sorted keys)
+    manifest     JSON NOT NULL,                           -- {asr, encoder, heads, checklist}
+    first_used   TIMESTAMPTZ DEFAULT current_timestamp
+);
+ALTER TABLE call_scores ADD COLUMN manifest_sha VARCHAR;  -- NULL for scores stored before v5
+"""
+
 # One ordered list. Append only (see the module docstring).
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema: recordings, segments, checklists, item_verdicts, call_scores, runs", _V1),
     Migration(2, "run audit trail (runs.status/host/pid/workers, run_failures), recordings.failure_kind", _V2),
     Migration(3, "loaded_partitions: Parquet partitions merged from scale-out workers", _V3),
     Migration(4, "verdict_reviews (human overrides) and call_tags (customer need tags)", _V4),
+    Migration(5, "model_manifests: ASR weights, encoder, heads and checklist behind every stored score", _V5),
 ]
 
 LATEST = MIGRATIONS[-1].version

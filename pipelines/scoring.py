@@ -4,6 +4,9 @@ Both are Prefect tasks that `process_batch` (flows.py) calls directly when run u
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from callqa.qa_rules.checklist import Checklist, walk_operators
 from callqa.qa_rules.engine import ChecklistEngine, call_score
 from callqa.qa_rules.tags import NeedTag, load_tags, tag_needs
@@ -23,6 +26,19 @@ def _embedder():
 def make_engine(checklist: Checklist) -> ChecklistEngine:
     """An engine with the bundled multilingual sentence encoder."""
     return ChecklistEngine(checklist, _embedder())
+
+
+def scoring_models(engine: ChecklistEngine) -> dict:
+    """What decides a score besides the transcript: the sentence encoder, the trained heads file (or none) and
+    the checklist text, each by name and hash; `Store.save_score` adds the ASR and stores it as the manifest."""
+    cl = engine.checklist
+    heads = engine.heads
+    return {
+        "checklist": {"id": cl.id, "version": cl.version,
+                      "sha256": hashlib.sha256(cl.source.encode("utf-8")).hexdigest()},
+        "encoder": getattr(engine.embedder, "name", None),
+        "heads": {"file": Path(heads.path).name, "sha256": heads.sha256} if heads is not None else None,
+    }
 
 
 def score_one(engine: ChecklistEngine, transcript: Transcript) -> tuple[CallScore, list[NeedTag]]:

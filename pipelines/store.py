@@ -9,6 +9,7 @@ rows and never overwrites history.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from callqa.models.weights import BUNDLED_WHISPER, bundled_whisper_stamp
 from callqa.pipelines.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist
 from callqa.qa_rules.tags import NeedTag
@@ -278,10 +280,13 @@ class Store:
                 [transcript.runtime, transcript.model, transcript.language, recording_id],
             )
 
-    def save_score(self, recording_id: str, score: CallScore) -> None:
-        """Store a call's verdicts and score for one checklist version (idempotent)."""
+    def save_score(self, recording_id: str, score: CallScore, models: dict[str, Any] | None = None) -> None:
+        """Store a call's verdicts and score for one checklist version (idempotent). `models` (encoder, heads,
+        checklist: `scoring_models`) joined with the ASR that made the stored transcript is the score's model
+        manifest, kept once in `model_manifests` and referenced from `call_scores.manifest_sha`."""
         key = [recording_id, score.checklist_id, score.checklist_version]
         with self.transaction() as con:
+            manifest_sha = self._save_manifest(con, recording_id, models) if models is not None else None
             con.execute(
                 "DELETE FROM item_verdicts WHERE recording_id = ? AND checklist_id = ? AND checklist_version = ?", key
             )
@@ -298,13 +303,28 @@ class Store:
             )
             con.execute(
                 "INSERT INTO call_scores (recording_id, checklist_id, checklist_version, score, points, max_points, "
-                "critical_fail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [*key, score.score, score.points, score.max_points, score.critical_fail],
+                "critical_fail, manifest_sha) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [*key, score.score, score.points, score.max_points, score.critical_fail, manifest_sha],
             )
             con.execute(
                 "UPDATE recordings SET status = 'scored', updated_at = current_timestamp WHERE recording_id = ?",
                 [recording_id],
             )
+
+    @staticmethod
+    def _save_manifest(con: duckdb.DuckDBPyConnection, recording_id: str, models: dict[str, Any]) -> str:
+        row = con.execute("SELECT asr_runtime, asr_model FROM recordings WHERE recording_id = ?",
+                          [recording_id]).fetchone()
+        runtime, model = row if row else (None, None)
+        asr: dict[str, Any] = {"runtime": runtime, "model": model}
+        if model == BUNDLED_WHISPER:
+            asr["weights"] = f"whisper-base-{bundled_whisper_stamp()}"
+        manifest = {**models, "asr": asr}
+        text = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        con.execute("INSERT INTO model_manifests (manifest_sha, manifest) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    [sha, text])
+        return sha
 
     def save_tags(self, recording_id: str, tags: list[NeedTag]) -> None:
         """Replace a call's customer need tags (idempotent); evidence quotes pass the text filters."""

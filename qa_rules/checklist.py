@@ -75,6 +75,9 @@ class Item:
     detect: dict[str, Any]
     fail_if: tuple[str, ...] = ()
     evidence_limit: int = 3
+    # snippets that must pass / must fail, in the team's words: `callqa train --checklist` fits the item's
+    # head from them (`model` with `unit: pieces`) and `callqa rules test` checks them
+    examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,8 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
         if not isinstance(node, dict):
             v.fail(raw, where, "each item must be a mapping")
         v.keys(node, where, {"id", "title", "detect"},
-               {"description", "speaker", "weight", "critical", "polarity", "applies_if", "fail_if", "evidence_limit"})
+               {"description", "speaker", "weight", "critical", "polarity", "applies_if", "fail_if", "evidence_limit",
+                "examples"})
         iid = str(node["id"])
         where = f"item '{iid}'"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", iid):
@@ -371,12 +375,21 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             v.fail(node, f"{where}.evidence_limit", "must be a positive integer")
         v.operator(node["detect"], f"{where}.detect")
+        examples = node.get("examples") or {}
+        if not isinstance(examples, dict):
+            v.fail(node, f"{where}.examples", "must be a mapping with 'pass' and/or 'fail' lists of snippets")
+        v.keys(examples, f"{where}.examples", set(), {"pass", "fail"})
+        for key in ("pass", "fail"):
+            val = examples.get(key, [])
+            if not isinstance(val, list) or not all(isinstance(x, str) and x.strip() for x in val):
+                v.fail(examples, f"{where}.examples.{key}", "must be a list of non-empty snippets")
         items.append(Item(
             id=iid, title=v.text(node, "title", where), description=v.text(node, "description", where, False),
             speaker=speaker, weight=float(weight), critical=bool(node.get("critical", False)),
             polarity=polarity, applies_if=node.get("applies_if"), detect=_strip_lines(node["detect"]),
             evidence_limit=int(node.get("evidence_limit", 3)),
             fail_if=tuple(node.get("fail_if") or ()),
+            examples={k: tuple(examples[k]) for k in ("pass", "fail") if examples.get(k)},
         ))
     ids = {it.id for it in items}
     order = {it.id: n for n, it in enumerate(items)}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,10 @@ import numpy as np
 
 FORMAT = 1
 N_POSITION = 3  # first turn of its speaker, is agent, relative position
+# What a head reads. "context": each sentence with its turn, the turn before and position facts (heads trained
+# on labelled calls). "pieces": each sentence and its clauses alone, the best piece counting (heads fitted from
+# an item's own example snippets, which carry no call context).
+UNITS = ("context", "pieces")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,15 @@ class Head:
     a: float = 1.0
     b: float = 0.0
     threshold: float = 0.5
+    unit: str = "context"  # one of UNITS: what the head reads
+
+    @classmethod
+    def linear(cls, w: np.ndarray, bias: float, **kw: Any) -> Head:
+        """A linear scorer `x @ w + bias` in the head's MLP form (relu(z) - relu(-z) = z), so one file format
+        and one inference path hold both kinds."""
+        w = np.asarray(w, np.float32).reshape(-1)
+        return cls(np.stack([w, -w], 1), np.array([bias, -bias], np.float32), np.array([[1.0], [-1.0]], np.float32),
+                   np.zeros(1, np.float32), **kw)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         h = np.maximum(x @ self.w1 + self.b1, 0.0)
@@ -81,6 +95,8 @@ class Heads:
             for key in ("w1", "b1", "w2", "b2"):
                 arrays[f"{name}/{key}"] = np.asarray(getattr(h, key), np.float32)
             meta["calibration"][name] = {"a": h.a, "b": h.b, "threshold": h.threshold}
+            if h.unit != "context":
+                meta["calibration"][name]["unit"] = h.unit
         arrays["meta"] = np.frombuffer(json.dumps(meta, ensure_ascii=False, sort_keys=True).encode(), np.uint8)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,11 +130,28 @@ def _load(path: str, _mtime: int, sha256: str | None) -> Heads:
         heads = {}
         for name, cal in meta["calibration"].items():
             heads[name] = Head(*(z[f"{name}/{k}"] for k in ("w1", "b1", "w2", "b2")),
-                               a=float(cal["a"]), b=float(cal["b"]), threshold=float(cal["threshold"]))
+                               a=float(cal["a"]), b=float(cal["b"]), threshold=float(cal["threshold"]),
+                               unit=str(cal.get("unit", "context")))
     return Heads(heads, meta, digest, path)
 
 
 # --- features ------------------------------------------------------------------------------------
+
+_ZH = re.compile(r"[\u4e00-\u9fff]")
+_CLAUSE_ZH = re.compile(r"[，,。.!！?？;；~、]+|\s+")
+_CLAUSE_EN = re.compile(r"[,.!?;]+")
+
+
+def pieces(text: str, span: int = 3) -> list[str]:
+    """A sentence and its runs of 1..`span` clauses (commas, and spaces in unpunctuated Chinese ASR text), each
+    once: a commitment buried in a long run-on sentence ("…夜里十九分贝 那我明天上午十点再给您打") is scored on
+    its own clause instead of being averaged away."""
+    text = text.strip()
+    parts = [p.strip() for p in (_CLAUSE_ZH if _ZH.search(text) else _CLAUSE_EN).split(text) if p.strip()]
+    out = [text] + [" ".join(parts[i:i + n])
+                    for n in range(1, span + 1) for i in range(len(parts) - n + 1)]
+    return [p for p in dict.fromkeys(out) if len(p) >= 4]
+
 
 
 def turn_features(vecs: np.ndarray, speakers: list[str]) -> np.ndarray:

