@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from callqa.qa_rules.checklist import Checklist, walk_operators
+from callqa.qa_rules.checklist import Checklist
 from callqa.qa_rules.engine import ChecklistEngine, call_score
+from callqa.qa_rules.operators import walk_operators
 from callqa.qa_rules.tags import NeedTag, load_tags, tag_needs
 from callqa.qa_rules.utterances import utterances
 from prefect import task

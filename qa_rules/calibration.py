@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
-from callqa.qa_rules.checklist import Checklist, Item, parse_checklist, walk_operators
+from callqa.qa_rules.checklist import Checklist, Item, parse_checklist
 from callqa.qa_rules.engine import ChecklistEngine, item_score
+from callqa.qa_rules.operators import walk_operators
 
 from callqa.records import ItemVerdict, TextEmbedder, Transcript
 

@@ -28,35 +28,16 @@ confidence curves per item. See docs/checklists.md for every field.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from callqa.qa_rules.operators import OPERATORS, SPEAKERS, walk_operators
 
 CHECKLIST_DIR = Path(__file__).parent / "checklists"
 DEFAULT_CHECKLIST = "sales_core"  # the bundled checklist every command uses unless told otherwise
-SPEAKERS = ("agent", "customer", "any")
 POLARITIES = ("present", "absent")
-
-# operator → allowed fields (None: the operator takes a list or scalar, not a mapping)
-OPERATOR_FIELDS: dict[str, set[str] | None] = {
-    "all": None,
-    "any": None,
-    "same_turn": None,
-    "not": None,
-    "keyword": {"words", "speaker"},
-    "regex": {"patterns", "speaker"},
-    "semantic": {"positive", "negative", "threshold", "margin", "speaker", "unit"},
-    "position": {"first_turns", "last_turns", "speaker"},
-    "question": None,
-    "item": None,
-    "sequence": {"trigger", "response", "within_turns", "require", "trigger_speaker"},
-    "model": {"head", "threshold", "speaker"},
-    "model_answer": {"trigger", "head", "threshold", "within_turns", "require", "trigger_speaker"},
-}
-
 
 class ChecklistError(ValueError):
     """A checklist file that does not follow the schema; the message names file, line and field."""
@@ -164,104 +145,15 @@ class _Validator:
         return {k: str(v) for k, v in val.items() if k != "__line__"}
 
     def operator(self, node: Any, where: str) -> None:
+        """Check one detection operator (and what it nests) against its entry in the operator registry."""
         if not isinstance(node, dict) or len(set(node) - {"__line__"}) != 1:
             self.fail(node if isinstance(node, dict) else {}, where,
-                      f"an operator is a mapping with exactly one of: {', '.join(OPERATOR_FIELDS)}")
+                      f"an operator is a mapping with exactly one of: {', '.join(OPERATORS)}")
         (op,) = set(node) - {"__line__"}
-        if op not in OPERATOR_FIELDS:
-            self.fail(node, where, f"unknown operator '{op}' (known: {', '.join(OPERATOR_FIELDS)})")
-        arg = node[op]
-        here = f"{where}.{op}"
-        if op in ("all", "any", "same_turn"):
-            if not isinstance(arg, list) or not arg:
-                self.fail(node, here, "takes a non-empty list of operators")
-            for i, sub in enumerate(arg):
-                self.operator(sub, f"{here}[{i}]")
-        elif op == "not":
-            self.operator(arg, here)
-        elif op in ("keyword", "regex"):
-            key = "words" if op == "keyword" else "patterns"
-            values = arg.get(key) if isinstance(arg, dict) else arg
-            if isinstance(arg, dict):
-                self.keys(arg, here, {key}, OPERATOR_FIELDS[op] - {key})
-                self.speaker(arg, here)
-            if isinstance(values, str):
-                values = [values]
-            if not isinstance(values, list) or not values:
-                self.fail(node, here, f"needs a non-empty list of {key}")
-            if op == "regex":
-                for p in values:
-                    try:
-                        re.compile(str(p))
-                    except re.error as e:
-                        self.fail(node, here, f"bad regular expression {p!r}: {e}")
-        elif op == "semantic":
-            if not isinstance(arg, dict):
-                self.fail(node, here, "takes a mapping with 'positive' exemplars")
-            self.keys(arg, here, {"positive"}, OPERATOR_FIELDS[op] - {"positive"})
-            if not isinstance(arg["positive"], list) or not arg["positive"]:
-                self.fail(arg, f"{here}.positive", "needs a non-empty list of exemplar sentences")
-            if not isinstance(arg.get("negative", []), list):
-                self.fail(arg, f"{here}.negative", "must be a list of exemplar sentences")
-            for key, lo in (("threshold", 0.0), ("margin", -1.0)):
-                val = arg.get(key, 0.85 if key == "threshold" else 0.0)
-                if not _is_number(val) or not lo < val < 1:
-                    self.fail(arg, f"{here}.{key}", f"must be a number between {lo:g} and 1")
-            if arg.get("unit", "sentence") not in ("sentence", "turn"):
-                self.fail(arg, f"{here}.unit", "must be 'sentence' or 'turn'")
-            self.speaker(arg, here)
-        elif op == "position":
-            if not isinstance(arg, dict):
-                self.fail(node, here, "takes a mapping like {first_turns: 1}")
-            self.keys(arg, here, set(), OPERATOR_FIELDS[op])
-            for key in ("first_turns", "last_turns"):
-                if key in arg and (not isinstance(arg[key], int) or isinstance(arg[key], bool) or arg[key] < 1):
-                    self.fail(arg, f"{here}.{key}", "must be a positive integer")
-            self.speaker(arg, here)
-        elif op == "question":
-            if not isinstance(arg, bool):
-                self.fail(node, here, "takes true or false")
-        elif op == "item":
-            if not isinstance(arg, str):
-                self.fail(node, here, "takes an item id")
-        elif op == "sequence":
-            if not isinstance(arg, dict):
-                self.fail(node, here, "takes a mapping with 'trigger' and 'response'")
-            self.keys(arg, here, {"trigger", "response"}, {"within_turns", "require"})
-            self.operator(arg["trigger"], f"{here}.trigger")
-            self.operator(arg["response"], f"{here}.response")
-            if arg.get("require", "every") not in ("every", "any"):
-                self.fail(arg, f"{here}.require", "must be 'every' or 'any'")
-            within = arg.get("within_turns", 2)
-            if not isinstance(within, int) or isinstance(within, bool) or within < 1:
-                self.fail(arg, f"{here}.within_turns", "must be a positive integer")
-            if arg.get("trigger_speaker", "customer") not in SPEAKERS:
-                self.fail(arg, f"{here}.trigger_speaker", f"must be one of {', '.join(SPEAKERS)}")
-        elif op in ("model", "model_answer"):
-            required = {"head"} | ({"trigger"} if op == "model_answer" else set())
-            if not isinstance(arg, dict):
-                self.fail(node, here, f"takes a mapping with {' and '.join(sorted(required))}")
-            self.keys(arg, here, required, OPERATOR_FIELDS[op] - required)
-            if not isinstance(arg["head"], str) or not arg["head"]:
-                self.fail(arg, f"{here}.head", "must name a head of the checklist's heads file")
-            thr = arg.get("threshold", 0.5)
-            if not _is_number(thr) or not 0 < thr < 1:
-                self.fail(arg, f"{here}.threshold", "must be a number between 0 and 1")
-            if op == "model":
-                self.speaker(arg, here)
-            else:
-                self.operator(arg["trigger"], f"{here}.trigger")
-                if arg.get("require", "every") not in ("every", "any"):
-                    self.fail(arg, f"{here}.require", "must be 'every' or 'any'")
-                within = arg.get("within_turns", 3)
-                if not isinstance(within, int) or isinstance(within, bool) or within < 1:
-                    self.fail(arg, f"{here}.within_turns", "must be a positive integer")
-                if arg.get("trigger_speaker", "customer") not in SPEAKERS:
-                    self.fail(arg, f"{here}.trigger_speaker", f"must be one of {', '.join(SPEAKERS)}")
+        if op not in OPERATORS:
+            self.fail(node, where, f"unknown operator '{op}' (known: {', '.join(OPERATORS)})")
+        OPERATORS[op].validate(self, node, node[op], f"{where}.{op}")
 
-    def speaker(self, arg: dict, here: str) -> None:
-        if arg.get("speaker", "agent") not in SPEAKERS:
-            self.fail(arg, f"{here}.speaker", f"must be one of {', '.join(SPEAKERS)}")
 
 
 def _is_number(val: Any) -> bool:
@@ -299,17 +191,6 @@ def _calibration(v: _Validator, raw: Any, ids: set[str]) -> dict[str, ItemCalibr
                                    None if node.get("slope") is None else float(node["slope"]),
                                    float(node.get("intercept", 0.0)), _strip_lines(fit))
     return out
-
-
-def walk_operators(op: Any) -> Iterator[tuple[str, Any]]:
-    """(operator name, argument) of `op` and of everything nested inside it, depth first in file order."""
-    if isinstance(op, dict):
-        for k, v in op.items():
-            yield k, v
-            yield from walk_operators(v)
-    elif isinstance(op, list):
-        for v in op:
-            yield from walk_operators(v)
 
 
 def _referenced_items(op: Any) -> list[str]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from callqa.qa_rules.checklist import Checklist, Item, walk_operators
+from callqa.qa_rules.checklist import Checklist, Item
 from callqa.qa_rules.learned import load_heads
-from callqa.qa_rules.operators import Context, Match, evaluate
+from callqa.qa_rules.operators import Context, Match, evaluate, walk_operators
 from callqa.qa_rules.utterances import turn_texts, utterances
 
 from callqa.records import CallScore, Evidence, ItemVerdict, TextEmbedder, Transcript

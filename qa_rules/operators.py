@@ -1,17 +1,18 @@
-"""Detection operators: each one turns a transcript's utterances into a `Match` (which utterances
-matched, how strongly). The checklist schema (checklist.py) validates them; docs/checklists.md
-describes every field.
+"""Detection operators, in one registry: each operator's fields, defaults, validation and evaluation are
+declared together (`OPERATORS`), so the checklist parser (checklist.py) and the engine read the same schema.
+An operator turns a transcript's utterances into a `Match` (which utterances matched, how strongly);
+docs/checklists.md describes every field and `tests/test_docs_examples.py` parses its examples.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from callqa.qa_rules.checklist import walk_operators
 from callqa.qa_rules.learned import Heads, pair_features, pieces, sentence_features
 from callqa.qa_rules.utterances import Utterance, turn_texts
 
@@ -24,6 +25,18 @@ _QUESTION = re.compile(
 )
 REGEX_STRENGTH = 0.9  # how sure a literal match is, before calibration
 DEFAULT_THRESHOLD = 0.85
+SPEAKERS = ("agent", "customer", "any")
+
+
+def walk_operators(op: Any) -> Iterator[tuple[str, Any]]:
+    """(operator name, argument) of `op` and of everything nested inside it, depth first in file order."""
+    if isinstance(op, dict):
+        for k, v in op.items():
+            yield k, v
+            yield from walk_operators(v)
+    elif isinstance(op, list):
+        for v in op:
+            yield from walk_operators(v)
 
 
 @dataclass
@@ -178,7 +191,7 @@ def _costly(op: Any) -> bool:
     hit = _COSTLY.get(id(op))
     if hit is not None and hit[0] is op:
         return hit[1]
-    out = any(k in ("semantic", "sequence", "model", "model_answer") for k, _ in walk_operators(op))
+    out = any(k in OPERATORS and OPERATORS[k].costly for k, _ in walk_operators(op))
     if len(_COSTLY) > 100_000:
         _COSTLY.clear()
     _COSTLY[id(op)] = (op, out)
@@ -198,63 +211,243 @@ def evaluate(op: dict[str, Any], ctx: Context, speaker: str, within: set[int] | 
     asks for every match only of items that other items read through `item:`.
     """
     ((name, arg),) = op.items()
-    if name == "all":
-        parts: list[Match] = []
-        cand = within
-        subs = sorted(arg, key=_costly)
-        for k, sub in enumerate(subs):
-            # only the last part may stop early: an earlier part's matches are narrowed by the later ones
-            parts.append(evaluate(sub, ctx, speaker, cand, exhaustive or k < len(subs) - 1))
-            cand = set(parts[-1].hits) if cand is None else cand & set(parts[-1].hits)
-            if not cand:
-                break
+    spec = OPERATORS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown operator {name!r}")
+    return spec.evaluate(arg, ctx, speaker, within, exhaustive)
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+
+class Validator(Protocol):
+    """What an operator's validation may ask of the checklist parser (checklist._Validator)."""
+
+    def fail(self, node: Any, where: str, msg: str) -> None: ...
+
+    def keys(self, node: dict, where: str, required: set[str], optional: set[str]) -> None: ...
+
+    def operator(self, node: Any, where: str) -> None: ...
+
+
+Evaluate = Callable[[Any, Context, str, "set[int] | None", bool], Match]
+Validate = Callable[[Validator, dict, Any, str], None]
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """One operator: its fields (None: it takes a list or a scalar, not a mapping), which are required, their
+    defaults, whether it embeds text (`costly`), how its argument is checked and how it is evaluated."""
+
+    name: str
+    evaluate: Evaluate
+    validate: Validate
+    fields: frozenset[str] | None = None
+    required: frozenset[str] = frozenset()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    costly: bool = False
+
+
+OPERATORS: dict[str, OperatorSpec] = {}
+
+
+def register(name: str, validate: Validate, fields: set[str] | None = None, required: set[str] = frozenset(),
+             defaults: dict[str, Any] | None = None, costly: bool = False) -> Callable[[Evaluate], Evaluate]:
+    def deco(fn: Evaluate) -> Evaluate:
+        def checked(v: Validator, node: dict, arg: Any, here: str) -> None:
+            if fields is not None:
+                if not isinstance(arg, dict):
+                    v.fail(node, here, f"takes a mapping with {', '.join(sorted(required or fields))}")
+                v.keys(arg, here, set(required), set(fields) - set(required))
+                if "speaker" in fields and arg.get("speaker", "agent") not in SPEAKERS:
+                    v.fail(arg, f"{here}.speaker", f"must be one of {', '.join(SPEAKERS)}")
+                if "trigger_speaker" in fields and arg.get("trigger_speaker", "customer") not in SPEAKERS:
+                    v.fail(arg, f"{here}.trigger_speaker", f"must be one of {', '.join(SPEAKERS)}")
+                for key in ("within_turns", "first_turns", "last_turns"):
+                    val = arg.get(key, 1)
+                    if key in fields and (not isinstance(val, int) or isinstance(val, bool) or val < 1):
+                        v.fail(arg, f"{here}.{key}", "must be a positive integer")
+                if "require" in fields and arg.get("require", "every") not in ("every", "any"):
+                    v.fail(arg, f"{here}.require", "must be 'every' or 'any'")
+            validate(v, node, arg, here)
+
+        OPERATORS[name] = OperatorSpec(name, fn, checked, None if fields is None else frozenset(fields),
+                                       frozenset(required), dict(defaults or {}), costly)
+        return fn
+    return deco
+
+
+def _no_check(v: Validator, node: dict, arg: Any, here: str) -> None:
+    return None
+
+
+def _check_list_of_operators(v: Validator, node: dict, arg: Any, here: str) -> None:
+    if not isinstance(arg, list) or not arg:
+        v.fail(node, here, "takes a non-empty list of operators")
+    for i, sub in enumerate(arg):
+        v.operator(sub, f"{here}[{i}]")
+
+
+def _check_nested(*keys: str) -> Validate:
+    def check(v: Validator, node: dict, arg: Any, here: str) -> None:
+        for key in keys:
+            v.operator(arg[key], f"{here}.{key}")
+    return check
+
+
+def _check_texts(key: str, regex: bool) -> Validate:
+    def check(v: Validator, node: dict, arg: Any, here: str) -> None:
+        if isinstance(arg, dict):
+            v.keys(arg, here, {key}, {"speaker"})
+            if arg.get("speaker", "agent") not in SPEAKERS:
+                v.fail(arg, f"{here}.speaker", f"must be one of {', '.join(SPEAKERS)}")
+        values = arg.get(key) if isinstance(arg, dict) else arg
+        values = [values] if isinstance(values, str) else values
+        if not isinstance(values, list) or not values:
+            v.fail(node, here, f"needs a non-empty list of {key}")
+        for pattern in values if regex else ():
+            try:
+                re.compile(str(pattern))
+            except re.error as e:
+                v.fail(node, here, f"bad regular expression {pattern!r}: {e}")
+    return check
+
+
+def _is_number(val: Any) -> bool:
+    return isinstance(val, int | float) and not isinstance(val, bool)
+
+
+def _check_semantic(v: Validator, node: dict, arg: Any, here: str) -> None:
+    if not isinstance(arg["positive"], list) or not arg["positive"]:
+        v.fail(arg, f"{here}.positive", "needs a non-empty list of exemplar sentences")
+    if not isinstance(arg.get("negative", []), list):
+        v.fail(arg, f"{here}.negative", "must be a list of exemplar sentences")
+    for key, lo in (("threshold", 0.0), ("margin", -1.0)):
+        val = arg.get(key, DEFAULT_THRESHOLD if key == "threshold" else 0.0)
+        if not _is_number(val) or not lo < val < 1:
+            v.fail(arg, f"{here}.{key}", f"must be a number between {lo:g} and 1")
+    if arg.get("unit", "sentence") not in ("sentence", "turn"):
+        v.fail(arg, f"{here}.unit", "must be 'sentence' or 'turn'")
+
+
+def _check_model(v: Validator, node: dict, arg: Any, here: str) -> None:
+    if not isinstance(arg["head"], str) or not arg["head"]:
+        v.fail(arg, f"{here}.head", "must name a head of the checklist's heads file")
+    thr = arg.get("threshold", 0.5)
+    if not _is_number(thr) or not 0 < thr < 1:
+        v.fail(arg, f"{here}.threshold", "must be a number between 0 and 1")
+    if "trigger" in arg:
+        v.operator(arg["trigger"], f"{here}.trigger")
+
+
+def _check_type(kind: type, what: str) -> Validate:
+    def check(v: Validator, node: dict, arg: Any, here: str) -> None:
+        if not isinstance(arg, kind):
+            v.fail(node, here, f"takes {what}")
+    return check
+
+
+@register("all", _check_list_of_operators)
+def _all(arg: list, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    """Every part matched the same sentence."""
+    parts: list[Match] = []
+    cand = within
+    subs = sorted(arg, key=_costly)
+    for k, sub in enumerate(subs):
+        # only the last part may stop early: an earlier part's matches are narrowed by the later ones
+        parts.append(evaluate(sub, ctx, speaker, cand, exhaustive or k < len(subs) - 1))
+        cand = set(parts[-1].hits) if cand is None else cand & set(parts[-1].hits)
         if not cand:
-            return Match(near_miss=max(p.near_miss for p in parts))
-        return Match({i: min(p.hits[i] for p in parts) for i in cand}, near_miss=max(p.near_miss for p in parts))
-    if name == "any":
-        out = Match()
-        for sub in sorted(arg, key=_costly):
-            if out.hits and not exhaustive and _costly(sub):
-                break  # matched already: the costly parts could add matches but not change the answer
-            rest = set(ctx.universe("any", within)) - set(out.hits)  # already matched: no need to embed
-            m = evaluate(sub, ctx, speaker, rest if _costly(sub) and out.hits else within, exhaustive)
-            for i, s in m.hits.items():
-                out.hits[i] = max(s, out.hits.get(i, 0.0))
-            out.near_miss = max(out.near_miss, m.near_miss)
-        return out
-    if name == "same_turn":
-        return _same_turn([evaluate(sub, ctx, speaker, within) for sub in arg], ctx)
-    if name == "not":
-        inner = evaluate(arg, ctx, speaker, within)
-        return Match({i: 1.0 for i in ctx.universe(speaker, within) if i not in inner.hits})
-    if name == "keyword":
-        words = [w.lower() for w in _as_list(arg, "words")]
-        return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker), within)
-                      if any(w in ctx.utts[i].text.lower() for w in words)})
-    if name == "regex":
-        pats = [_compile(p) for p in _as_list(arg, "patterns")]
-        return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker), within)
-                      if any(p.search(ctx.utts[i].text) for p in pats)})
-    if name == "question":
-        return Match({i: 1.0 for i in ctx.universe(speaker, within) if is_question(ctx.utts[i].text) == arg})
-    if name == "position":
-        first, last = arg.get("first_turns"), arg.get("last_turns")
-        idx = ctx.universe(_speaker(arg, speaker))
-        n_turns = max((ctx.utts[i].speaker_turn for i in idx), default=-1) + 1
-        return Match({i: 1.0 for i in idx if within is None or i in within
-                      if (first is None or ctx.utts[i].speaker_turn < first)
-                      and (last is None or ctx.utts[i].speaker_turn >= n_turns - last)})
-    if name == "item":
-        return ctx.item_matches.get(arg, Match())
-    if name == "semantic":
-        return _semantic(arg, ctx, _speaker(arg, speaker), within)
-    if name == "sequence":
-        return _sequence(arg, ctx, speaker, within)
-    if name == "model":
-        return _model(arg, ctx, _speaker(arg, speaker), within)
-    if name == "model_answer":
-        return _model_answer(arg, ctx, speaker, within)
-    raise ValueError(f"unknown operator {name!r}")
+            break
+    if not cand:
+        return Match(near_miss=max(p.near_miss for p in parts))
+    return Match({i: min(p.hits[i] for p in parts) for i in cand}, near_miss=max(p.near_miss for p in parts))
+
+
+@register("any", _check_list_of_operators)
+def _any(arg: list, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    """Any part matched."""
+    out = Match()
+    for sub in sorted(arg, key=_costly):
+        if out.hits and not exhaustive and _costly(sub):
+            break  # matched already: the costly parts could add matches but not change the answer
+        rest = set(ctx.universe("any", within)) - set(out.hits)  # already matched: no need to embed
+        m = evaluate(sub, ctx, speaker, rest if _costly(sub) and out.hits else within, exhaustive)
+        for i, s in m.hits.items():
+            out.hits[i] = max(s, out.hits.get(i, 0.0))
+        out.near_miss = max(out.near_miss, m.near_miss)
+    return out
+
+
+@register("same_turn", _check_list_of_operators)
+def _same_turn_op(arg: list, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return _same_turn([evaluate(sub, ctx, speaker, within) for sub in arg], ctx)
+
+
+@register("not", lambda v, node, arg, here: v.operator(arg, here))
+def _not(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    inner = evaluate(arg, ctx, speaker, within)
+    return Match({i: 1.0 for i in ctx.universe(speaker, within) if i not in inner.hits})
+
+
+@register("keyword", _check_texts("words", regex=False))
+def _keyword(arg: Any, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    words = [w.lower() for w in _as_list(arg, "words")]
+    return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker), within)
+                  if any(w in ctx.utts[i].text.lower() for w in words)})
+
+
+@register("regex", _check_texts("patterns", regex=True))
+def _regex(arg: Any, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    pats = [_compile(p) for p in _as_list(arg, "patterns")]
+    return Match({i: REGEX_STRENGTH for i in ctx.universe(_speaker(arg, speaker), within)
+                  if any(p.search(ctx.utts[i].text) for p in pats)})
+
+
+@register("question", _check_type(bool, "true or false"))
+def _question(arg: bool, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return Match({i: 1.0 for i in ctx.universe(speaker, within) if is_question(ctx.utts[i].text) == arg})
+
+
+@register("position", _no_check, fields={"first_turns", "last_turns", "speaker"})
+def _position(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    first, last = arg.get("first_turns"), arg.get("last_turns")
+    idx = ctx.universe(_speaker(arg, speaker))
+    n_turns = max((ctx.utts[i].speaker_turn for i in idx), default=-1) + 1
+    return Match({i: 1.0 for i in idx if within is None or i in within
+                  if (first is None or ctx.utts[i].speaker_turn < first)
+                  and (last is None or ctx.utts[i].speaker_turn >= n_turns - last)})
+
+
+@register("item", _check_type(str, "an item id"))
+def _item(arg: str, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return ctx.item_matches.get(arg, Match())
+
+
+@register("semantic", _check_semantic, fields={"positive", "negative", "threshold", "margin", "speaker", "unit"},
+          required={"positive"}, defaults={"threshold": DEFAULT_THRESHOLD, "margin": 0.0, "unit": "sentence"},
+          costly=True)
+def _semantic_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return _semantic(arg, ctx, _speaker(arg, speaker), within)
+
+
+@register("sequence", _check_nested("trigger", "response"),
+          fields={"trigger", "response", "within_turns", "require", "trigger_speaker"},
+          required={"trigger", "response"}, defaults={"within_turns": 2, "require": "every"}, costly=True)
+def _sequence_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return _sequence(arg, ctx, speaker, within)
+
+
+@register("model", _check_model, fields={"head", "threshold", "speaker"}, required={"head"}, costly=True)
+def _model_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return _model(arg, ctx, _speaker(arg, speaker), within)
+
+
+@register("model_answer", _check_model,
+          fields={"trigger", "head", "threshold", "within_turns", "require", "trigger_speaker"},
+          required={"trigger", "head"}, defaults={"within_turns": 3, "require": "every"}, costly=True)
+def _model_answer_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    return _model_answer(arg, ctx, speaker, within)
 
 
 def _same_turn(parts: list[Match], ctx: Context) -> Match:
@@ -306,7 +499,7 @@ def _sequence(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[int]
     """A trigger (by default on the other speaker's side) answered within `within_turns` turns."""
     other = "customer" if speaker == "agent" else "agent" if speaker == "customer" else "any"
     triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
-    within = int(arg.get("within_turns", 2))
+    within = int(arg.get("within_turns", OPERATORS["sequence"].defaults["within_turns"]))
     trigger_turn_nums = {ctx.utts[t].turn for t in triggers.hits}
     window = {u.index for u in ctx.utts if any(t < u.turn <= t + within for t in trigger_turn_nums)}
     responses = evaluate(arg["response"], ctx, speaker, window if within_ is None else window & within_)
@@ -319,7 +512,7 @@ def _sequence(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[int]
                 out.hits[r] = max(responses.hits[r], out.hits.get(r, 0.0))
         else:
             out.unmet.append(t)
-    if arg.get("require", "every") == "every" and out.unmet:
+    if arg.get("require", OPERATORS["sequence"].defaults["require"]) == "every" and out.unmet:
         out.hits = {}
     return out
 
@@ -352,7 +545,7 @@ def _model_answer(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[
     triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
     head = ctx.require_heads().head(arg["head"])
     threshold = float(arg.get("threshold", head.threshold))
-    within = int(arg.get("within_turns", 3))
+    within = int(arg.get("within_turns", OPERATORS["model_answer"].defaults["within_turns"]))
     turns, speakers, vecs = ctx.call_turns()
     row = {t: k for k, t in enumerate(turns)}
     out = Match()
