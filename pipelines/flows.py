@@ -100,13 +100,15 @@ def transcribe_recording(path: Path, options: AsrOptions, agent_channel: int = 0
 
 
 def transcribe_job(path: Path, options: AsrOptions, agent_channel: int = 0, recording_id: str | None = None,
-                   stage_dir: str | None = None) -> TranscribeResult:
+                   stage_dir: str | None = None, mask_pii: bool = True) -> TranscribeResult:
     """What a worker runs: transcribe, and with a stage folder also leave the transcript there as a
-    Parquet partition (so it outlives the run that asked for it)."""
+    Parquet partition (so it outlives the run that asked for it), its text masked like the store's
+    (the worker is another process: the parent's text filter does not reach it)."""
     t0 = time.perf_counter()
     result = transcribe_recording(path, options, agent_channel)
     if stage_dir and recording_id and result.transcript is not None:
-        write_partition(stage_dir, recording_id, path, result.transcript, result.audio_info)
+        write_partition(stage_dir, recording_id, path, result.transcript, result.audio_info,
+                        mask=_mask_pii if mask_pii else None)
     result.timings["job"] = time.perf_counter() - t0
     return result
 
@@ -168,7 +170,7 @@ def _crashed(e: BaseException) -> TranscribeResult:
 
 
 def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int, tasks: bool,
-              stage_dir: str | None) -> Iterator[tuple[BatchEntry, str, TranscribeResult]]:
+              stage_dir: str | None, mask_pii: bool = True) -> Iterator[tuple[BatchEntry, str, TranscribeResult]]:
     """Transcribe `jobs`, yielding each result as soon as it is ready (completion order)."""
     if not jobs:
         return
@@ -177,7 +179,7 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
 
         futures = {}
         for entry, rid in jobs:
-            fut = transcribe_task.submit(entry.path, opts, entry.agent_channel, rid, stage_dir)
+            fut = transcribe_task.submit(entry.path, opts, entry.agent_channel, rid, stage_dir, mask_pii)
             futures[fut.task_run_id] = (fut, entry, rid)
         for fut in prefect_completed([f for f, _, _ in futures.values()]):
             _, entry, rid = futures[fut.task_run_id]
@@ -188,7 +190,7 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
             yield entry, rid, result
     elif workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futs = {pool.submit(transcribe_job, e.path, opts, e.agent_channel, rid, stage_dir): (e, rid)
+            futs = {pool.submit(transcribe_job, e.path, opts, e.agent_channel, rid, stage_dir, mask_pii): (e, rid)
                     for e, rid in jobs}
             for fut in as_completed(futs):
                 entry, rid = futs[fut]
@@ -200,7 +202,7 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
     else:
         for entry, rid in jobs:
             try:
-                result = transcribe_job(entry.path, opts, entry.agent_channel, rid, stage_dir)
+                result = transcribe_job(entry.path, opts, entry.agent_channel, rid, stage_dir, mask_pii)
             except Exception as e:  # noqa: BLE001
                 result = _crashed(e)
             yield entry, rid, result
@@ -328,7 +330,7 @@ def process_batch(
                 store_call(timing, rid, None, next(results) if transcript is not None else None)
 
         # 3. transcribe (in parallel where configured); score and store each call as it arrives (ASR dominates)
-        for entry, rid, result in _run_jobs(plan.to_transcribe, opts, workers, tasks, stage):
+        for entry, rid, result in _run_jobs(plan.to_transcribe, opts, workers, tasks, stage, mask_pii):
             timing: dict[str, Any] = {"file": entry.path.name, **result.timings}
             scored = None
             if result.transcript is not None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,8 +39,9 @@ def partition_path(stage_dir: str | Path, recording_id: str) -> Path:
 
 
 def write_partition(stage_dir: str | Path, recording_id: str, source: Path, transcript: Transcript,
-                    audio_info: dict[str, object]) -> Path:
-    """Write one recording's transcript as a Parquet file, atomically (temp file + rename)."""
+                    audio_info: dict[str, object], mask: Callable[[str], str] | None = None) -> Path:
+    """Write one recording's transcript as a Parquet file, atomically (temp file + rename); `mask` (PII masking)
+    is applied to every segment's text first, so nothing unmasked lands on the shared stage folder."""
     out = partition_path(stage_dir, recording_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.tmp.parquet")
@@ -47,7 +49,7 @@ def write_partition(stage_dir: str | Path, recording_id: str, source: Path, tran
                         "runtime": transcript.runtime, "model": transcript.model, "audio_info": audio_info,
                         "path": str(source), "file_name": source.name,
                         "timings": transcript.timings}, ensure_ascii=False, default=str)
-    rows = [(recording_id, i, s.speaker, s.start, s.end, s.text, s.confidence, facts)
+    rows = [(recording_id, i, s.speaker, s.start, s.end, mask(s.text) if mask else s.text, s.confidence, facts)
             for i, s in enumerate(transcript.segments)] or [(recording_id, None, None, None, None, None, None, facts)]
     con = duckdb.connect(":memory:")
     try:
