@@ -9,6 +9,7 @@ checklist's `calibration` section (written by `callqa calibrate`, see calibratio
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 from callqa.qa_rules.checklist import Checklist, Item
@@ -204,11 +205,30 @@ class _StandIn:
 
 
 def _evidence(match: Match, ctx: Context, limit: int) -> tuple[Evidence, ...]:
-    best = sorted(match.hits.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    return tuple(
-        Evidence(segment=u.segment, speaker=u.speaker, quote=u.quote, start=u.start, end=u.end, score=round(s, 3))
-        for u, s in sorted(((ctx.utts[i], s) for i, s in best), key=lambda x: x[0].index)
-    )
+    """The spans that matched: consecutive matched sentences of one turn are one piece of evidence (its quote and
+    times cover them all, so a greeting's "Hello. This is Dave from HomeCo." is not cut to "Hello."); the
+    `limit` strongest spans, in call order."""
+    spans: list[list[int]] = []
+    for i in sorted(match.hits):
+        if spans and spans[-1][-1] == i - 1 and ctx.utts[i - 1].turn == ctx.utts[i].turn:
+            spans[-1].append(i)
+        else:
+            spans.append([i])
+    best = sorted(spans, key=lambda sp: (-max(match.hits[i] for i in sp), sp[0]))[:limit]
+    out = []
+    for sp in sorted(best, key=lambda sp: sp[0]):
+        first, last = ctx.utts[sp[0]], ctx.utts[sp[-1]]
+        quote = ""
+        for i in sp:
+            q = ctx.utts[i].quote
+            quote += q if not quote or _CJK_END.search(quote) or _CJK_START.match(q) else " " + q
+        out.append(Evidence(segment=first.segment, speaker=first.speaker, quote=quote, start=first.start,
+                            end=last.end, score=round(max(match.hits[i] for i in sp), 3)))
+    return tuple(out)
+
+
+_CJK_END = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]$")
+_CJK_START = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
 
 
 def call_score(checklist: Checklist, verdicts: list[ItemVerdict]) -> CallScore:

@@ -275,3 +275,25 @@ def test_calls_already_embedded_skip_the_dry_run(checklist, encoder, monkeypatch
     assert [[(v.item_id, v.verdict, v.confidence) for v in vs] for vs in again] == \
         [[(v.item_id, v.verdict, v.confidence) for v in vs] for vs in first]
     assert encoder.cached(["no such sentence was ever embedded"]) == []
+
+
+def test_evidence_is_the_span_that_passed():
+    """Consecutive matched sentences of one turn are one piece of evidence: quote and times cover the span (a
+    greeting is not cut to its "Hello."); a match in another turn stays its own piece."""
+    from callqa.qa_rules.checklist import parse_checklist
+    from callqa.qa_rules.engine import ChecklistEngine
+
+    cl = parse_checklist("id: t\nversion: 1\nitems:\n  - id: greeting\n    title: Greeting\n    evidence_limit: 3\n"
+                         "    detect: {any: [{keyword: [hello, 您好]}, {regex: ['this is \\w+', '我是\\S+']}]}\n")
+    eng = ChecklistEngine(cl, None)
+    tr = Transcript((Segment("agent", 0.0, 4.0, "Hello. This is Dave from HomeCo. How can I help?"),
+                     Segment("customer", 4.0, 6.0, "Hi Dave."),
+                     Segment("agent", 6.0, 9.0, "您好。我是小李。"),
+                     Segment("agent", 9.0, 12.0, "OK, hello again.")), "en")
+    (v,) = eng.verdicts(tr)
+    assert v.verdict == "pass"
+    assert [(e.quote, e.segment) for e in v.evidence] == [
+        ("Hello. This is Dave from HomeCo.", 0), ("您好。我是小李。OK, hello again.", 2)]
+    # times span from the first sentence's start to the last one's end (here segment times: no word timings)
+    assert (v.evidence[0].start, v.evidence[0].end) == (0.0, 4.0)
+    assert (v.evidence[1].start, v.evidence[1].end) == (6.0, 12.0)
