@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     from callqa.pipelines.report_cli import add_report_commands
 
     add_report_commands(sub)
+    from callqa.pipelines.app import add_app_command
+
+    add_app_command(sub)
     return p
 
 

@@ -194,6 +194,28 @@ CREATE TABLE model_manifests (
 ALTER TABLE call_scores ADD COLUMN manifest_sha VARCHAR;  -- NULL for scores stored before v5
 """
 
+# Appeals: an agent disputes one verdict with a reason; a reviewer closes it as upheld or overturned (an
+# overturned appeal also writes a verdict_reviews row, referenced by review_id). Rows are closed, never deleted.
+_V6 = """
+CREATE TABLE verdict_appeals (
+    appeal_id         BIGINT PRIMARY KEY,
+    recording_id      VARCHAR NOT NULL,
+    checklist_id      VARCHAR NOT NULL,
+    checklist_version INTEGER NOT NULL,
+    item_id           VARCHAR NOT NULL,
+    disputed_verdict  VARCHAR NOT NULL,                   -- the effective verdict when the appeal was opened
+    appellant         VARCHAR NOT NULL,                   -- who disputes it (usually the agent)
+    reason            VARCHAR NOT NULL,
+    created_at        TIMESTAMPTZ DEFAULT current_timestamp,
+    status            VARCHAR NOT NULL DEFAULT 'open',    -- open | upheld | overturned
+    resolver          VARCHAR,                            -- the reviewer who closed it
+    resolution        VARCHAR,                            -- their reasoning
+    final_verdict     VARCHAR,                            -- pass | fail | na after the judgment
+    review_id         BIGINT,                             -- the verdict_reviews row an overturn wrote
+    resolved_at       TIMESTAMPTZ
+);
+"""
+
 # One ordered list. Append only (see the module docstring).
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema: recordings, segments, checklists, item_verdicts, call_scores, runs", _V1),
@@ -201,6 +223,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "loaded_partitions: Parquet partitions merged from scale-out workers", _V3),
     Migration(4, "verdict_reviews (human overrides) and call_tags (customer need tags)", _V4),
     Migration(5, "model_manifests: ASR weights, encoder, heads and checklist behind every stored score", _V5),
+    Migration(6, "verdict_appeals: agents dispute verdicts, reviewers uphold or overturn them", _V6),
 ]
 
 LATEST = MIGRATIONS[-1].version

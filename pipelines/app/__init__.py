@@ -1,0 +1,58 @@
+"""`callqa app`: the review workstation, a local web app where QA leads check verdicts, play the evidence,
+override and appeal (see docs/app.md). The server lives in `server.py`; this module only registers the command."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from callqa.pipelines.store import DEFAULT_DB
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
+
+
+def add_app_command(sub: argparse._SubParsersAction) -> None:
+    ap = sub.add_parser("app", help="the review workstation: a local web app to check, override and appeal verdicts",
+                        description="Serve the review workstation over one database: the week's scorecard, agents, "
+                        "calls with transcript, evidence and audio, the review queue (j/k/p/f), overrides and "
+                        "appeals. Binds 127.0.0.1; any other address needs --token.")
+    ap.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    ap.add_argument("--token", help="secret every request must carry (required to bind a non-loopback address); "
+                    "'auto' makes a random one")
+    ap.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
+    ap.add_argument("--lang", default="en", choices=["en", "zh"], help="language of item titles")
+    ap.add_argument("--write-wait", type=float, default=5.0, metavar="SECONDS",
+                    help="how long a review waits for a running batch to let go of the database before the page "
+                    "says 503 (default 5)")
+    ap.set_defaults(func=cmd_app)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from callqa.pipelines.app.security import check_bind, is_loopback
+
+    token = secrets.token_urlsafe(18) if args.token == "auto" else args.token
+    try:
+        check_bind(args.host, token)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
+    if not args.db.is_file():
+        print(f"callqa app: no database at {args.db}; run `callqa run` first", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    import uvicorn
+    from callqa.pipelines.app.server import create_app
+
+    app = create_app(args.db, token=token, checklist_id=args.checklist, lang=args.lang,
+                     extra_hosts=set() if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else {args.host},
+                     write_wait=args.write_wait)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{shown if ':' not in shown else f'[{shown}]'}:{args.port}/"
+    print(f"callqa app: {args.db} (ready in {time.perf_counter() - started:.1f} s)")
+    print(f"open {url}" + (f"?token={token}" if token else ""), flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
