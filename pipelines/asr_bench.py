@@ -95,6 +95,8 @@ def _worker(conn, opts: AsrOptions) -> None:
                        "duration_s": audio.duration})
         except AudioError as e:
             conn.send({"error": str(e)})
+        except Exception as e:  # noqa: BLE001 - one bad file is an error row, not a dead worker
+            conn.send({"error": f"{type(e).__name__}: {e}"})
     conn.send({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     conn.close()
 
@@ -194,7 +196,29 @@ def _jobs(rows: list[dict], base: Path) -> Iterator[tuple[dict, str, Path]]:
         audio = r.get("audio") or {}
         yield r, "stereo", base / (audio.get("stereo_16k") or r["file"])
         if audio.get("mono_8k_telephone"):
-            yield r, "mono", base / audio["mono_8k_telephone"]
+            mono = base / audio["mono_8k_telephone"]
+            if mono.is_file():
+                yield r, "mono", mono
+            else:
+                log.warning("asr-bench: %s: mono copy %s is missing: its mono figures are skipped",
+                            r.get("call_id") or r["file"], mono)
+
+
+class WorkerDied(RuntimeError):
+    """A runtime's worker process ended without answering (killed, out of memory, crashed in native code)."""
+
+
+def _recv(conn, proc, name: str, doing: str) -> dict:
+    """The worker's next message; if the worker process dies first, `WorkerDied` naming what it was doing
+    (a dead worker must never leave the parent waiting forever)."""
+    while not conn.poll(0.5):
+        if not proc.is_alive():
+            raise WorkerDied(f"the {name} worker died (exit code {proc.exitcode}) while {doing}")
+    try:
+        return conn.recv()
+    except EOFError:
+        proc.join(timeout=5)
+        raise WorkerDied(f"the {name} worker died (exit code {proc.exitcode}) while {doing}") from None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -292,19 +316,35 @@ def run_bench(
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(child, parse_runtime_spec(name, base)), daemon=True)
         proc.start()
+        child.close()  # only the worker holds its end: if it dies, our recv() sees the pipe close
         workers[name] = (proc, parent)
+    try:
+        return _bench(rows, manifest, runtimes, workers, tallies, verdicts, progress)
+    finally:
+        for proc, conn in workers.values():
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=5)
+            conn.close()
+
+
+def _bench(rows: list[dict], manifest: Path, runtimes, workers: dict[str, tuple], tallies: dict,
+           verdicts: bool, progress: bool) -> dict[str, dict]:
     # models load one after another, so load times are not inflated by each other
-    for name, (_, conn) in workers.items():
-        tallies[name].load_s = conn.recv()["load_s"]
+    for name, (proc, conn) in workers.items():
+        tallies[name].load_s = _recv(conn, proc, name, "loading its model")["load_s"]
     jobs = list(_jobs(rows, manifest.parent))
     from tqdm import tqdm
 
     for r, kind, path in tqdm(jobs, desc="asr-bench", unit="file", disable=not progress):
         cid = str(r.get("call_id") or r["file"])
         channel = 1 if str(r.get("agent_channel", "left")).lower() in ("right", "1") else 0
-        for name, (_, conn) in workers.items():
-            conn.send((str(path), channel, r.get("language")))
-            res = conn.recv()
+        for name, (proc, conn) in workers.items():
+            try:
+                conn.send((str(path), channel, r.get("language")))
+            except (BrokenPipeError, OSError):
+                raise WorkerDied(f"the {name} worker died (exit code {proc.exitcode}) before {path}") from None
+            res = _recv(conn, proc, name, f"transcribing {path}")
             t = tallies[name]
             if "error" in res:
                 t.errors.append(f"{cid} {kind}: {res['error']}")
@@ -325,7 +365,7 @@ def run_bench(
                 t.transcripts[cid] = res["transcript"]
     for name, (proc, conn) in workers.items():
         conn.send(None)
-        tallies[name].peak_rss_mb = conn.recv()["peak_rss_mb"]
+        tallies[name].peak_rss_mb = _recv(conn, proc, name, "finishing")["peak_rss_mb"]
         proc.join(timeout=30)
     result = {name: _summary(t) for name, t in tallies.items()}
     first = runtimes[0]

@@ -132,12 +132,16 @@ def cmd_pipeline_bench(args: argparse.Namespace) -> int:
 
 def cmd_asr_bench(args: argparse.Namespace) -> int:
     from callqa.models.asr import AsrOptions
-    from callqa.pipelines.asr_bench import format_bench, run_bench
+    from callqa.pipelines.asr_bench import WorkerDied, format_bench, run_bench
 
     opts = AsrOptions(cpu_threads=args.threads, beam_size=args.beam_size or AsrOptions().beam_size, model=args.model,
                       vocabulary=tuple(v.strip() for v in (args.vocabulary or "").split(",") if v.strip()))
-    result = run_bench(args.manifest, args.runtime or ["faster-whisper"], args.limit, opts, args.verdicts,
-                       progress=not args.quiet)
+    try:
+        result = run_bench(args.manifest, args.runtime or ["faster-whisper"], args.limit, opts, args.verdicts,
+                           progress=not args.quiet)
+    except WorkerDied as e:
+        print(f"callqa asr-bench: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_bench(result))
     return 0
 

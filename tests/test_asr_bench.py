@@ -73,3 +73,49 @@ def test_bench_reports_every_metric(one_call_manifest):
     assert r["peak_rss_mb"] > 100
     table = format_bench(result)
     assert "whole-call RTF" in table and "speaker attribution, mono 8 kHz" in table
+
+
+def test_a_missing_mono_copy_skips_its_mono_figures_with_a_warning(one_call_manifest, tmp_path, caplog):
+    row = json.loads(one_call_manifest.read_text(encoding="utf-8"))
+    row["audio"]["mono_8k_telephone"] = str(tmp_path / "gone.8k.flac")
+    manifest = tmp_path / "no_mono.jsonl"
+    manifest.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        r = run_bench(manifest, ["faster-whisper"], progress=False)["faster-whisper"]
+    assert r["calls"] == 1 and r["mono_calls"] == 0 and r["speaker_acc_mono"] is None
+    assert r["speaker_acc_stereo"] >= 0.98
+    assert any("gone.8k.flac" in m and "mono figures are skipped" in m for m in caplog.messages)
+
+
+def test_a_worker_that_dies_ends_the_bench_with_an_error_naming_the_file(one_call_manifest):
+    """The worker is killed (as the OOM killer would) while it transcribes: the command exits 1 within seconds
+    and says which file it was on, instead of waiting forever."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "callqa.pipelines.cli", "asr-bench", "--manifest",
+                             str(one_call_manifest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while "asr-bench:" not in "".join(err) and time.monotonic() < deadline:  # the bar: models loaded
+            time.sleep(0.2)
+        assert "asr-bench:" in "".join(err), "the bench never loaded its model"
+        time.sleep(1.0)  # inside the first transcription (31 s of audio)
+        (worker,) = [k for k in psutil.Process(proc.pid).children(recursive=True)
+                     if "spawn_main" in " ".join(k.cmdline())]  # not multiprocessing's resource tracker
+        worker.kill()
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(err)
+    assert proc.returncode == 1, text
+    assert "worker died" in text and "D007" in text, text
