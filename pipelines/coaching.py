@@ -4,9 +4,10 @@ team, and per agent the top three things to work on, each with an example and an
 A passing moment is a verdict's evidence (the segment that matched, ranked by match strength). A
 miss of an item whose behaviour is forbidden (`polarity: absent`) is its evidence too: the quote
 that broke the rule. A miss of a behaviour that never happened has no evidence, so the example is
-the moment it should have happened (its `note` says which): the agent's opening for `greeting`,
-the objection left unanswered for `objection_resolved`, the agent's first reply to the customer
-for `usage_scenario`, and the agent's longest turn otherwise.
+the moment it should have happened (its `note` says which), as the checklist item says
+(`Item.miss_context`, stored with the checklist): the agent's opening, the trigger item's evidence
+and the agent's reply (an item with `applies_if`), the agent's first reply to the customer, or the
+agent's longest turn. Nothing here names an item.
 
 Clips are cut from the recording (`recordings.path`) with soundfile, or PyAV for containers
 libsndfile cannot read, `pad` seconds either side of the moment, and written as 16-bit WAV.
@@ -48,24 +49,25 @@ class Example:
     clip: str | None = None  # path of the audio clip, relative to the report folder
 
 
-def _context(call: Call, item_id: str, segs: list[Segment]) -> tuple[Segment, str] | None:
+def _context(call: Call, item: dict, segs: list[Segment]) -> tuple[Segment, str] | None:
     agent = [s for s in segs if s.speaker == "agent"]
     if not agent:
         return None
-    if item_id == "greeting":
+    where = item.get("miss_context") or ("after_trigger" if item.get("applies_if") else "longest_turn")
+    if where == "opening":
         return agent[0], "the agent's opening"
-    if item_id == "objection_resolved":
-        obj = call.verdicts.get("objection")
-        if obj and obj.evidence:
-            e = obj.evidence[0]
+    if where == "after_trigger" and item.get("applies_if"):
+        trigger = call.verdicts.get(item["applies_if"])
+        if trigger and trigger.evidence:
+            e = trigger.evidence[0]
             later = [s for s in agent if s.start >= e.end]
             end = later[0].end if later else e.end
-            return Segment(e.speaker, e.start, end, e.quote), "the objection and the agent's reply"
-    if item_id == "usage_scenario":
+            return Segment(e.speaker, e.start, end, e.quote), f"the {item['applies_if']} and the agent's reply"
+    if where == "first_reply":
         first_customer = next((s for s in segs if s.speaker == "customer"), None)
         later = [s for s in agent if first_customer and s.start >= first_customer.end]
         if later:
-            return later[0], "the agent's first reply: a chance to ask about the usage"
+            return later[0], "the agent's first reply to the customer"
     return max(agent, key=lambda s: s.end - s.start), "the agent's longest turn"
 
 
@@ -78,7 +80,8 @@ def _best(call: Call, item_id: str) -> Example | None:
                    e.start, e.end, e.score, "evidence", v.human_verdict is not None)
 
 
-def _miss(call: Call, item_id: str, segs: list[Segment]) -> Example | None:
+def _miss(call: Call, item: dict, segs: list[Segment]) -> Example | None:
+    item_id = item["id"]
     v = call.verdicts.get(item_id)
     if v is None or v.verdict != "fail":
         return None
@@ -86,7 +89,7 @@ def _miss(call: Call, item_id: str, segs: list[Segment]) -> Example | None:
         e = max(v.evidence, key=lambda e: e.score)
         return Example(item_id, "miss", call.agent_id, call.call_id, call.recording_id, call.slug, e.speaker,
                        e.quote, e.start, e.end, max(e.score, v.confidence), "evidence", v.human_verdict is not None)
-    ctx = _context(call, item_id, segs)
+    ctx = _context(call, item, segs)
     if ctx is None:
         return None
     s, note = ctx
@@ -111,7 +114,7 @@ def item_examples(ds: Dataset, week: str, segments_of: SegmentsOf, per_item: int
     out: dict[str, dict[str, list[Example]]] = {}
     for it in coaching_items(ds):
         best = _rank([x for c in calls if (x := _best(c, it["id"]))])
-        miss = _rank([x for c in calls if (x := _miss(c, it["id"], segments_of(c.recording_id)))])
+        miss = _rank([x for c in calls if (x := _miss(c, it, segments_of(c.recording_id)))])
         out[it["id"]] = {"best": _one_per_call(best)[:per_item], "miss": _one_per_call(miss)[:per_item]}
     return out
 
@@ -158,7 +161,7 @@ def agent_focus(ds: Dataset, summary: WeekSummary, segments_of: SegmentsOf,
         focus = []
         for *_, item_id, failed, n, rate, team in ranked[:top]:
             misses = _rank([x for c in ds.week_calls(summary.week, a.agent_id)
-                            if (x := _miss(c, item_id, segments_of(c.recording_id)))])
+                            if (x := _miss(c, items[item_id], segments_of(c.recording_id)))])
             model = next((x for x in examples.get(item_id, {}).get("best", []) if x.agent_id != a.agent_id), None)
             focus.append(Focus(item_id, failed, n, round(rate, 3), team, misses[0] if misses else None, model))
         out[a.agent_id] = focus

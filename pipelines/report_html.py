@@ -76,27 +76,31 @@ def example_html(x: Example, r: WeekReport, depth: int = 0) -> str:
 
 def scorecard_table(r: WeekReport) -> str:
     items = r.dataset.scored_items
+    # items tracked but not scored (weight 0, e.g. "the customer objected"): how many calls had them
+    tracked = [it for it in r.dataset.items if it.get("weight", 0) == 0 and it.get("polarity", "present") == "present"]
     heads = "".join(f'<th title="{escape(it["id"])}">{escape(item_title(it, r.lang))}</th>' for it in items)
+    tracked_heads = "".join(f'<th title="{escape(it["id"])}: calls">{escape(item_title(it, r.lang))} (calls)</th>'
+                            for it in tracked)
     rows = []
     for rank, a in enumerate(r.summary.agents, 1):
         med = r.summary.team_median_score
         vs = "" if med is None else f"{a.score - med:+.1f}"
         cells = "".join(rate_cell(a.pass_rate(it["id"])) for it in items)
         crit = f'<td class="num {"bad" if a.critical_fails else ""}">{a.critical_fails}</td>'
-        objections = a.passed.get("objection", 0)
+        counts = "".join(f'<td class="num">{a.passed.get(it["id"], 0)}</td>' for it in tracked)
         rows.append(f'<tr data-agent="{escape(a.agent_id)}"><td class="num">{rank}</td>'
                     f'<td><a href="agents/{escape(a.agent_id)}.html">{escape(a.agent_id)}</a></td>'
                     f'<td class="num">{a.calls}</td><td class="num score">{a.score:.1f}</td>'
                     f'<td class="num change">{change_html(a.change)}</td><td class="num">{vs}</td>{crit}{cells}'
-                    f'<td class="num">{objections}</td></tr>')
+                    f'{counts}</tr>')
     med = r.summary.team_median_score
     med_cells = "".join(f'<td class="num">{pct(r.summary.team_median_pass_rate.get(it["id"]))}</td>' for it in items)
     rows.append(f'<tr class="median"><td></td><td><i>team median</i></td><td></td>'
                 f'<td class="num">{"" if med is None else f"{med:.1f}"}</td><td></td><td></td><td></td>'
-                f"{med_cells}<td></td></tr>")
+                f"{med_cells}{'<td></td>' * len(tracked)}</tr>")
     return (f'<table class="scorecard"><tr><th>#</th><th>agent</th><th>calls</th><th>score</th>'
             f'<th>vs {escape(r.summary.previous_week or "previous week")}</th><th>vs median</th>'
-            f'<th>critical fails</th>{heads}<th>objections raised</th></tr>{"".join(rows)}</table>')
+            f'<th>critical fails</th>{heads}{tracked_heads}</tr>{"".join(rows)}</table>')
 
 
 def charts(r: WeekReport) -> str:

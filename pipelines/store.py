@@ -228,7 +228,8 @@ class Store:
     def save_checklist(self, checklist: Checklist) -> None:
         items = [
             {"id": it.id, "title": it.title, "description": it.description, "speaker": it.speaker,
-             "weight": it.weight, "critical": it.critical, "polarity": it.polarity, "applies_if": it.applies_if}
+             "weight": it.weight, "critical": it.critical, "polarity": it.polarity, "applies_if": it.applies_if,
+             "miss_context": it.miss_context}
             for it in checklist.items
         ]
         existing = self.con.execute(

@@ -38,6 +38,8 @@ from callqa.qa_rules.operators import OPERATORS, SPEAKERS, walk_operators
 CHECKLIST_DIR = Path(__file__).parent / "checklists"
 DEFAULT_CHECKLIST = "sales_core"  # the bundled checklist every command uses unless told otherwise
 POLARITIES = ("present", "absent")
+# where coaching looks when an item failed with nothing to quote (`coaching: {miss: ...}`)
+MISS_CONTEXTS = ("opening", "after_trigger", "first_reply", "longest_turn")
 
 class ChecklistError(ValueError):
     """A checklist file that does not follow the schema; the message names file, line and field."""
@@ -59,6 +61,22 @@ class Item:
     # snippets that must pass / must fail, in the team's words: `callqa train --checklist` fits the item's
     # head from them (`model` with `unit: pieces`) and `callqa rules test` checks them
     examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    coaching: dict[str, str] = field(default_factory=dict)  # e.g. {miss: first_reply}: see `miss_context`
+
+    @property
+    def miss_context(self) -> str:
+        """Where a trainer should look when the item failed with nothing to quote (its behaviour never happened):
+        `coaching.miss` when the checklist says; else the trigger and the reply for an item that applies only
+        after another (`applies_if`), the agent's opening for an item read in the first turns (`position`), and
+        the agent's longest turn otherwise."""
+        if self.coaching.get("miss"):
+            return self.coaching["miss"]
+        if self.applies_if:
+            return "after_trigger"
+        if any(op == "position" and isinstance(arg, dict) and arg.get("first_turns")
+               for op, arg in walk_operators(self.detect)):
+            return "opening"
+        return "longest_turn"
 
 
 @dataclass(frozen=True)
@@ -228,7 +246,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             v.fail(raw, where, "each item must be a mapping")
         v.keys(node, where, {"id", "title", "detect"},
                {"description", "speaker", "weight", "critical", "polarity", "applies_if", "fail_if", "evidence_limit",
-                "examples"})
+                "examples", "coaching"})
         iid = str(node["id"])
         where = f"item '{iid}'"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", iid):
@@ -264,6 +282,12 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             val = examples.get(key, [])
             if not isinstance(val, list) or not all(isinstance(x, str) and x.strip() for x in val):
                 v.fail(examples, f"{where}.examples.{key}", "must be a list of non-empty snippets")
+        coaching = node.get("coaching") or {}
+        if not isinstance(coaching, dict):
+            v.fail(node, f"{where}.coaching", f"must be a mapping like {{miss: {MISS_CONTEXTS[0]}}}")
+        v.keys(coaching, f"{where}.coaching", set(), {"miss"})
+        if coaching.get("miss") is not None and coaching["miss"] not in MISS_CONTEXTS:
+            v.fail(coaching, f"{where}.coaching.miss", f"must be one of {', '.join(MISS_CONTEXTS)}")
         items.append(Item(
             id=iid, title=v.text(node, "title", where), description=v.text(node, "description", where, False),
             speaker=speaker, weight=float(weight), critical=bool(node.get("critical", False)),
@@ -271,6 +295,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             evidence_limit=int(node.get("evidence_limit", 3)),
             fail_if=tuple(node.get("fail_if") or ()),
             examples={k: tuple(examples[k]) for k in ("pass", "fail") if examples.get(k)},
+            coaching={k: str(val) for k, val in coaching.items() if k != "__line__"},
         ))
     ids = {it.id for it in items}
     order = {it.id: n for n, it in enumerate(items)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from callqa.pipelines.evaluate import predicted_label
-from callqa.qa_rules.checklist import ChecklistError, parse_checklist
+from callqa.qa_rules.checklist import ChecklistError, load_checklist, parse_checklist
 from callqa.qa_rules.engine import call_score
 
 from callqa.records import Segment, Transcript
@@ -134,3 +134,15 @@ def test_same_turn_needs_both_parts_in_one_turn(engine):
 def test_bundled_checklist_items_are_bilingual(checklist):
     for it in checklist.items:
         assert {"zh", "en"} <= set(it.title) and {"zh", "en"} <= set(it.description), it.id
+
+
+def test_where_coaching_looks_for_a_miss_comes_from_the_checklist():
+    """No generic code names an item: the moment shown for a miss is the item's `coaching.miss`, or derived from
+    its own definition (applies_if → the trigger and the reply; read in the first turns → the opening)."""
+    cl = load_checklist("sales_core")
+    assert {it.id: it.miss_context for it in cl.items} == {
+        "greeting": "opening", "usage_scenario": "first_reply", "selling_point": "longest_turn",
+        "objection": "longest_turn", "forbidden_phrase": "longest_turn", "objection_resolved": "after_trigger"}
+    with pytest.raises(ChecklistError, match="coaching.miss: must be one of"):
+        parse_checklist("id: t\nversion: 1\nitems:\n  - id: a\n    title: A\n    coaching: {miss: somewhere}\n"
+                        "    detect: {keyword: [x]}\n")
