@@ -453,3 +453,33 @@ def test_a_review_waits_for_the_batch_or_is_refused_with_503(tmp_path_factory):
         proc.wait(timeout=30)
     assert review_count(db) == 1 and appeal_count(db) == 0
     assert c.post("/api/reviews", headers=SAME, json=review).status_code == 201
+
+
+# --- the rules bench ---------------------------------------------------------------------------------
+
+
+def test_rules_bench_runs_the_examples_and_a_dialogue(client, tmp_path, capsys):
+    from callqa.pipelines.app.rules import run_examples
+    from callqa.pipelines.cli import main
+    from callqa.qa_rules.checklist import load_checklist
+
+    cl = load_checklist("team_follow_up")
+    results = run_examples(cl)
+    assert len(results) == sum(len(v) for it in cl.items for v in it.examples.values())
+    r = client.get("/rules?checklist=team_follow_up")
+    assert r.status_code == 200
+    assert f"data-examples-ok>{sum(x.ok for x in results)}<" in r.text and f"data-examples>{len(results)}<" in r.text
+    assert client.get("/rules?checklist=../../etc/passwd").status_code == 404  # bundled names only
+    dialogue = "agent: I'll call you back tomorrow at 10 a.m. with the repair estimate.\ncustomer: OK."
+    api = client.post("/api/rules/test", headers=SAME, json={"checklist": "team_follow_up", "dialogue": dialogue})
+    assert api.status_code == 200, api.text
+    assert [v["item_id"] for v in api.json()["verdicts"]] == [it.id for it in cl.items]
+    assert client.post("/api/rules/test", headers=SAME, json={"checklist": "team_follow_up",
+                                                              "dialogue": "no speaker here"}).status_code == 422
+    path = tmp_path / "d.txt"
+    path.write_text(dialogue, encoding="utf-8")
+    rc = main(["rules", "test", "--checklist", "team_follow_up", "--dialogue", str(path)])
+    out = capsys.readouterr().out
+    assert rc == (0 if all(x.ok for x in results) else 1)
+    assert f"follow_up_time: {sum(x.ok for x in results)}/{len(results)} examples right" in out
+    assert "dialogue:" in out and "follow_up_time" in out.split("dialogue:")[1]

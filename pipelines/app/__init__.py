@@ -14,6 +14,7 @@ from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 
 def add_app_command(sub: argparse._SubParsersAction) -> None:
+    """Register `callqa app` and `callqa rules` (the checklist test bench the app also serves)."""
     ap = sub.add_parser("app", help="the review workstation: a local web app to check, override and appeal verdicts",
                         description="Serve the review workstation over one database: the week's scorecard, agents, "
                         "calls with transcript, evidence and audio, the review queue (j/k/p/f), overrides and "
@@ -29,6 +30,25 @@ def add_app_command(sub: argparse._SubParsersAction) -> None:
                     help="how long a review waits for a running batch to let go of the database before the page "
                     "says 503 (default 5)")
     ap.set_defaults(func=cmd_app)
+    add_rules_command(sub)  # `callqa rules test`: the same bench as the app's /rules page
+
+
+def add_rules_command(sub: argparse._SubParsersAction) -> None:
+    rp = sub.add_parser("rules", help="test a checklist: its items' examples (and a dialogue) through the engine",
+                        description="Run every item's examples (must-pass / must-fail snippets) and optionally a "
+                        "dialogue through the checklist engine and print the verdicts; nothing is stored. Exits 1 "
+                        "when an example comes out wrong.")
+    rp.add_argument("action", choices=["test"])
+    rp.add_argument("--checklist", required=True, help="bundled checklist name or YAML path")
+    rp.add_argument("--dialogue", type=Path, help="a dialogue: JSON turns, or lines 'agent: …' / 'customer: …'")
+    rp.add_argument("--json", action="store_true", help="print one JSON object")
+    rp.set_defaults(func=cmd_rules)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from callqa.pipelines.app.rules import cmd_rules as run
+
+    return run(args)
 
 
 def cmd_app(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ from .queue import review_queue
 HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024
 MAX_CLIP_S = 120.0
+TREND_WEEKS = 8
 CLIP_PAD_S = 1.0
 RECORDING_ID = re.compile(r"^[0-9a-f]{64}$")
 # containers a browser's <audio> plays as they are; anything else is decoded once to WAV
@@ -377,8 +378,9 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     def agent(agent_id: str, week: str | None = None) -> HTMLResponse:
         def q(con: duckdb.DuckDBPyConnection) -> dict:
             wk, all_weeks = _pick_week(con, s.checklist_id, week)
-            ds = load_dataset(con, s.checklist_id, _checklist_version(con, s.checklist_id))
-            summary = week_summary(ds, wk)
+            span = [w for w in all_weeks if w <= wk][-TREND_WEEKS:]  # what the trend shows, nothing older
+            ds = load_dataset(con, s.checklist_id, _checklist_version(con, s.checklist_id), weeks=span)
+            summary = week_summary(ds, wk, trend_span=TREND_WEEKS)
             me = next((a for a in summary.agents if a.agent_id == agent_id), None)
             if me is None and not any(c.agent_id == agent_id for c in ds.calls):
                 raise AppError(404, f"no agent {agent_id!r} in this database")
@@ -512,6 +514,9 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
 
         return JSONResponse(await run_in_threadpool(write, do, "callqa app (appeal)"))
 
+    from .rules_web import add_rules_routes
+
+    add_rules_routes(app, page, AppError)
     return app
 
 

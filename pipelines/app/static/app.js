@@ -167,3 +167,35 @@
     setupQueue();
   });
 })();
+
+// Rules bench: run a typed dialogue through the checklist and list the verdicts (nothing is stored).
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("dialogue-form");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const status = form.querySelector(".form-status");
+    status.textContent = "running…";
+    const resp = await fetch("/api/rules/test", {
+      method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({checklist: form.dataset.checklist, dialogue: form.elements.dialogue.value}),
+    });
+    const data = await resp.json();
+    const body = document.querySelector("#dialogue-result tbody");
+    body.replaceChildren();
+    if (!resp.ok) { status.textContent = "error: " + data.error; status.className = "form-status err"; return; }
+    status.textContent = ""; status.className = "form-status ok";
+    for (const v of data.verdicts) {
+      const tr = document.createElement("tr");
+      tr.dataset.item = v.item_id;
+      for (const [text, cls] of [[v.item_id, ""], [v.verdict, "v-" + v.verdict], [v.confidence.toFixed(2), ""],
+                                 [v.evidence.join(" / "), "quote"]]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (cls) td.className = cls;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+  });
+});
