@@ -105,3 +105,13 @@ class TextEmbedder(Protocol):
 
     # Optional: `cached(texts) -> list[str]`, the texts whose embedding is at hand without running the model
     # (a memo cache). The engine then skips its dry run for calls it has seen (see ChecklistEngine.matches_many).
+
+
+@dataclass(frozen=True)
+class NeedTag:
+    """One customer need found in a call, with the customer's words that show it."""
+
+    tag_id: str
+    title: dict[str, str]
+    confidence: float  # strongest matching sentence, 0..1
+    evidence: tuple[Evidence, ...]

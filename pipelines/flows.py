@@ -49,12 +49,11 @@ from callqa.pipelines.store import (
 )
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
-from callqa.qa_rules.tags import NeedTag
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from callqa.records import CallScore, Transcript
+from callqa.records import CallScore, NeedTag, Transcript
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from callqa.pipelines.store import DEFAULT_DB
+from callqa.pipelines.store import DEFAULT_DB, Store
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 
@@ -33,13 +33,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(db: Path):
-    import duckdb
-
-    if not Path(db).exists():
-        raise FileNotFoundError(f"no database at {db}; run `callqa run` first")
-    return duckdb.connect(str(db))
-
 
 def cmd_review(args: argparse.Namespace) -> int:
     from callqa.pipelines import review as rv
@@ -48,9 +41,12 @@ def cmd_review(args: argparse.Namespace) -> int:
     if problem:
         print(f"callqa review: {problem}", file=sys.stderr)
         return 2
-    con = _open(args.db)
-    try:
-        rv.ensure_review_schema(con)
+    if not Path(args.db).exists():
+        raise FileNotFoundError(f"no database at {args.db}; run `callqa run` first")
+    writes = args.action in ("set", "import-labels")
+    # a review is a write like any other: it takes the writer lock (and waits for a running batch a while)
+    with Store(args.db, read_only=not writes, wait=30.0 if writes else 5.0) as store:
+        con = store.con
         if args.action == "set":
             r = rv.add_review(con, args.call, args.item, args.verdict, args.reviewer, args.comment or "",
                               args.checklist)
@@ -74,8 +70,6 @@ def cmd_review(args: argparse.Namespace) -> int:
         elif args.action == "import-labels":
             n = rv.import_labels(con, args.manifest, args.reviewer, args.checklist)
             print(f"recorded {n} labels from {args.manifest} as reviews by {args.reviewer}")
-    finally:
-        con.close()
     return 0
 
 

@@ -18,8 +18,8 @@ from functools import cached_property
 
 import duckdb
 from callqa.pipelines.review import effective_verdicts_sql
-from callqa.pipelines.store import WEEK_EXPR, latest_checklist_version
-from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, Checklist, parse_checklist
+from callqa.pipelines.store import WEEK_EXPR, latest_checklist_version, stored_checklist
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from callqa.qa_rules.engine import call_score
 
 from callqa.records import Evidence, ItemVerdict
@@ -32,15 +32,6 @@ def weeks(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST)
         "WHERE s.checklist_id = ? AND r.started_local IS NOT NULL ORDER BY wk", [checklist_id],
     ).fetchall()
     return [r[0] for r in rows]
-
-
-def stored_checklist(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int) -> Checklist:
-    """The checklist exactly as it was when its verdicts were stored, rebuilt from its stored YAML."""
-    row = con.execute("SELECT source FROM checklists WHERE checklist_id = ? AND version = ?",
-                      [checklist_id, version]).fetchone()
-    if not row or not row[0]:
-        raise LookupError(f"checklist {checklist_id!r} v{version} is not stored in this database")
-    return parse_checklist(row[0], source=f"<stored {checklist_id} v{version}>")
 
 
 @dataclass(frozen=True)

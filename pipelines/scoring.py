@@ -10,12 +10,12 @@ from pathlib import Path
 from callqa.qa_rules.checklist import Checklist
 from callqa.qa_rules.engine import ChecklistEngine, call_score
 from callqa.qa_rules.operators import walk_operators
-from callqa.qa_rules.tags import NeedTag, load_tags, tag_needs
+from callqa.qa_rules.tags import load_tags, tag_needs
 from callqa.qa_rules.utterances import utterances
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from callqa.records import CallScore, Transcript
+from callqa.records import CallScore, NeedTag, Transcript
 
 
 def _embedder():

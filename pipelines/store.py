@@ -25,10 +25,9 @@ from typing import Any
 import duckdb
 from callqa.models.weights import BUNDLED_WHISPER, bundled_whisper_stamp
 from callqa.pipelines.migrations import LATEST, current_version, migrate
-from callqa.qa_rules.checklist import Checklist
-from callqa.qa_rules.tags import NeedTag
+from callqa.qa_rules.checklist import Checklist, parse_checklist
 
-from callqa.records import CallScore, Transcript
+from callqa.records import CallScore, NeedTag, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,15 @@ SCHEMA_VERSION = LATEST  # see migrations.py: the schema is the ordered list of 
 # Failure reasons that do not change on a retry (the bytes are what they are): recorded once, never retried.
 PERMANENT_REASONS = frozenset({"empty", "not_audio", "corrupt", "unsupported", "no_speech", "bad_config",
                                "outside_batch", "symlink_outside", "not_found"})
+
+
+def stored_checklist(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int) -> Checklist:
+    """The checklist exactly as it was when its verdicts were stored, rebuilt from its stored YAML."""
+    row = con.execute("SELECT source FROM checklists WHERE checklist_id = ? AND version = ?",
+                      [checklist_id, version]).fetchone()
+    if not row or not row[0]:
+        raise LookupError(f"checklist {checklist_id!r} v{version} is not stored in this database")
+    return parse_checklist(row[0], source=f"<stored {checklist_id} v{version}>")
 
 
 def failure_kind(reason: str | None) -> str:
@@ -224,6 +232,10 @@ class Store:
         self.con.execute("COMMIT")
 
     # --- writes ------------------------------------------------------------------------------
+
+    def checklist(self, checklist_id: str, version: int) -> Checklist:
+        """A stored checklist version as a `Checklist`, rebuilt from the YAML it was stored with."""
+        return stored_checklist(self.con, checklist_id, version)
 
     def save_checklist(self, checklist: Checklist) -> None:
         items = [

@@ -24,20 +24,10 @@ from callqa.qa_rules.checklist import SPEAKERS, ChecklistError, _strip_lines, lo
 from callqa.qa_rules.operators import Context, evaluate
 from callqa.qa_rules.utterances import utterances
 
-from callqa.records import Evidence, TextEmbedder, Transcript
+from callqa.records import Evidence, NeedTag, TextEmbedder, Transcript
 
 TAGS_DIR = Path(__file__).parent / "tags"
 DEFAULT_TAGS = TAGS_DIR / "customer_needs.yaml"
-
-
-@dataclass(frozen=True)
-class NeedTag:
-    """One customer need found in a call, with the customer's words that show it."""
-
-    tag_id: str
-    title: dict[str, str]
-    confidence: float  # strongest matching sentence, 0..1
-    evidence: tuple[Evidence, ...]
 
 
 @dataclass(frozen=True)

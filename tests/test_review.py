@@ -168,3 +168,28 @@ def test_every_view_of_a_week_agrees_once_reviews_exist(db, tmp_path, capsys):
     html = files.index.read_text(encoding="utf-8")
     for agent, (_, score, _, _) in cli.items():
         assert f"{score:.1f}" in html, agent
+
+
+def test_a_review_set_during_a_batch_waits_for_the_writer_lock_and_is_stored(db, capsys):
+    """`callqa review set` is a write like a batch's: it takes the writer lock, so while a run holds it the review
+    waits (up to 30 s) instead of racing the batch, and is stored once the run lets go."""
+    import threading
+    import time
+
+    from callqa.pipelines.cli import main
+    from callqa.pipelines.review import list_reviews
+    from callqa.pipelines.store import WriterLock
+
+    lock = WriterLock(db, what="callqa run (test)").acquire()
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(main(["review", "set", "--db", str(db), "--call", "D003",
+                                                              "--item", "greeting", "--verdict", "na",
+                                                              "--reviewer", "lee", "--comment", "during a run"])))
+    t.start()
+    time.sleep(1.5)
+    assert t.is_alive() and not result  # waiting for the batch
+    lock.release()
+    t.join(timeout=60)
+    assert result == [0]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert [(r.reviewer, r.comment) for r in list_reviews(con, "D003")] == [("lee", "during a run")]

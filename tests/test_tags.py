@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from callqa.qa_rules.checklist import ChecklistError
-from callqa.qa_rules.tags import NeedTag, load_tags, parse_tags, tag_needs
+from callqa.qa_rules.tags import load_tags, parse_tags, tag_needs
 
-from callqa.records import Segment, Transcript
+from callqa.records import NeedTag, Segment, Transcript
 from tests.conftest import dev_calls
 
 
