@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from .rules import ExampleResult, bundled_checklists, parse_dialogue, run_dialogue, run_examples
 
 
-def add_rules_routes(app: Any, page: Any, error: type[Exception]) -> None:
+def add_rules_routes(app: Any, page: Any, error: type[Exception], json_body: Any, check_fields: Any) -> None:
     """`GET /rules?checklist=NAME` (bundled checklists only: no path from a URL is read) and
-    `POST /api/rules/test` with {"checklist": NAME, "dialogue": TEXT} → the dialogue's verdicts as JSON."""
-    from .server import check_fields, json_body
+    `POST /api/rules/test` with {"checklist": NAME, "dialogue": TEXT} → the dialogue's verdicts as JSON.
+    The server hands in its page renderer, error type and request helpers (this module imports nothing of it)."""
 
     def bundled(name: str) -> Checklist:
         if name not in bundled_checklists():

@@ -516,7 +516,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
 
     from .rules_web import add_rules_routes
 
-    add_rules_routes(app, page, AppError)
+    add_rules_routes(app, page, AppError, json_body, check_fields)
     return app
 
 
