@@ -118,7 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from callqa.pipelines.deploy import serve
 
     serve(args.dir, db=args.db, cron=args.cron, report_cron=args.report_cron, manifest=args.manifest,
-          checklist=args.checklist, max_attempts=args.max_attempts, workers=args.workers, timezone=args.timezone)
+          checklist=args.checklist, max_attempts=args.max_attempts, workers=args.workers, timezone=args.timezone,
+          every=args.every)
     return 0
 
 
@@ -349,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
     sv.add_argument("--manifest", help="manifest to use on every run (default: folder scan)")
     sv.add_argument("--cron", default="0 2 * * *", help="scoring schedule (default: '0 2 * * *', 02:00 daily)")
+    sv.add_argument("--every", type=float, metavar="SECONDS",
+                    help="score every SECONDS instead of on --cron (an interval schedule; e.g. 30 for a live inbox)")
     sv.add_argument("--report-cron", default="0 7 * * 1", help="scorecard schedule (default: Mondays 07:00)")
     sv.add_argument("--timezone", help="time zone of the schedules (default: $TZ or UTC)")
     sv.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")

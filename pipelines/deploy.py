@@ -48,15 +48,23 @@ def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str 
 
 def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str = "0 2 * * *",
                       report_cron: str = "0 7 * * 1", manifest: str | None = None, checklist: str = DEFAULT_CHECKLIST,
-                      max_attempts: int = 3, workers: int = 1, timezone: str | None = None) -> list:
-    """The two deployments `callqa serve` runs: scoring of `inbox` on `cron`, the scorecard on `report_cron`."""
+                      max_attempts: int = 3, workers: int = 1, timezone: str | None = None,
+                      every: float | None = None) -> list:
+    """The two deployments `callqa serve` runs: scoring of `inbox` on `cron` (or every `every` seconds when given,
+    for an inbox that should be scored within seconds of a file landing), the scorecard on `report_cron`."""
+    from datetime import timedelta
+
     from callqa.pipelines.flows import score_recordings
-    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     tz = timezone or os.environ.get("TZ") or "UTC"
     inbox, db = str(Path(inbox).resolve()), str(Path(db).resolve())
+    if every is not None and every <= 0:
+        raise ValueError(f"every must be a positive number of seconds, not {every}")
+    schedule = (IntervalSchedule(interval=timedelta(seconds=every), timezone=tz) if every
+                else CronSchedule(cron=cron, timezone=tz))
     score = score_recordings.to_deployment(
-        name=SCORE_DEPLOYMENT, schedule=CronSchedule(cron=cron, timezone=tz),
+        name=SCORE_DEPLOYMENT, schedule=schedule,
         parameters={"source_dir": inbox, "manifest": manifest, "db": db, "checklist": checklist,
                     "max_attempts": max_attempts, "progress": False, "workers": workers, "wait": 3600},
         description=f"score new recordings in {inbox} into {db}", tags=["callqa"],

@@ -27,6 +27,13 @@ if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
   echo "$want" > "$STAMP"
 fi
+# Prefect's scheduler creates no run on SQLAlchemy 2.1 (docs/operations.md): the pin in pyproject.toml is the
+# one source; put it back if something upgraded SQLAlchemy in this venv since the install above.
+SA_PIN=$(grep -o 'sqlalchemy\[asyncio\]==[0-9.]*' pyproject.toml)
+if [[ $("$VENV/bin/python" -c 'import sqlalchemy; print(sqlalchemy.__version__)') != "${SA_PIN##*==}" ]]; then
+  echo "[setup] restoring $SA_PIN (prefect's scheduler fails on other SQLAlchemy lines)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$SA_PIN"
+fi
 
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 echo "[setup] preparing offline models (assembled once into ~/.cache/callqa)"
