@@ -9,40 +9,23 @@ share, interruptions and the agent's speech rate.
   more than `min_overlap` seconds (counted for the speaker who cuts in).
 - speech rate: the agent's words per minute of speaking time; a Chinese character counts as a
   word (so Mandarin reads as characters per minute), and rates are kept per language.
+
+The timing tests themselves (words, overlaps, interruptions) live in `callqa.qa_rules.timing`, shared with the
+checklist's timing operators.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
+from callqa.qa_rules.timing import count_words, interruptions
+from callqa.qa_rules.timing import union_length as _union_length
 
 from callqa.records import Segment
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
-
-
-def count_words(text: str) -> int:
-    """Latin words plus CJK characters."""
-    return len(_CJK.findall(text)) + len(_WORD.findall(_CJK.sub(" ", text)))
-
-
-def _union_length(spans: Iterable[tuple[float, float]]) -> float:
-    total, cur_s, cur_e = 0.0, None, None
-    for s, e in sorted(spans):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
+__all__ = ["AgentMetrics", "CallMetrics", "agent_metrics", "call_metrics", "count_words", "load_segments"]
 
 
 @dataclass(frozen=True)
@@ -79,12 +62,8 @@ def call_metrics(segments: list[Segment], duration_s: float | None = None, join_
         elif s.speaker == "agent":
             run_start = run_end = None
     interrupts = {"agent": 0, "customer": 0}
-    for i, s in enumerate(segs):
-        if s.speaker not in interrupts:
-            continue
-        if any(o.speaker not in (s.speaker, "unknown") and o.start < s.start and o.end - s.start > min_overlap
-               for o in segs[:i]):
-            interrupts[s.speaker] += 1
+    for i in interruptions(segs, min_overlap):  # the same test as the checklist operator `interrupts`
+        interrupts[segs[i].speaker] += 1
     words = sum(count_words(s.text) for s in segs if s.speaker == "agent")
     return CallMetrics(
         round(duration, 2), round(agent_talk, 2), round(customer_talk, 2),

@@ -14,6 +14,15 @@ from typing import Any, Protocol
 
 import numpy as np
 from callqa.qa_rules.learned import Heads, pair_features, pieces, sentence_features
+from callqa.qa_rules.timing import (
+    INTERRUPT_MIN_OVERLAP,
+    Span,
+    interruptions,
+    script_language,
+    spans,
+    speech_rate,
+    wait_after,
+)
 from callqa.qa_rules.utterances import Utterance, turn_texts
 
 from callqa.records import TextEmbedder
@@ -59,6 +68,13 @@ class Context:
         self.threshold_shift = 0.0  # set per item from the checklist's calibration
         self.heads: Heads | None = None  # the checklist's trained heads (operators `model`, `model_answer`)
         self._sentence_probs: dict[str, dict[int, float]] = {}
+        self._spans: list[Span] | None = None
+
+    def spans(self) -> list[Span]:
+        """The call's segments in time order (rebuilt from the utterances; the timing operators read them)."""
+        if self._spans is None:
+            self._spans = spans(self.utts)
+        return self._spans
 
     def universe(self, speaker: str, within: set[int] | None = None) -> list[int]:
         return [u.index for u in self.utts
@@ -431,8 +447,13 @@ def _semantic_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None,
     return _semantic(arg, ctx, _speaker(arg, speaker), within)
 
 
-@register("sequence", _check_nested("trigger", "response"),
-          fields={"trigger", "response", "within_turns", "require", "trigger_speaker"},
+def _check_sequence(v: Validator, node: dict, arg: Any, here: str) -> None:
+    _check_nested("trigger", "response")(v, node, arg, here)
+    _check_seconds(v, arg, here, "within_seconds", required=False)
+
+
+@register("sequence", _check_sequence,
+          fields={"trigger", "response", "within_turns", "within_seconds", "require", "trigger_speaker"},
           required={"trigger", "response"}, defaults={"within_turns": 2, "require": "every"}, costly=True)
 def _sequence_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
     return _sequence(arg, ctx, speaker, within)
@@ -448,6 +469,132 @@ def _model_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, ex
           required={"trigger", "head"}, defaults={"within_turns": 3, "require": "every"}, costly=True)
 def _model_answer_op(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
     return _model_answer(arg, ctx, speaker, within)
+
+
+# --- timing: segment start/end times (qa_rules/timing.py) ----------------------------------------------
+
+
+def _check_seconds(v: Validator, arg: dict, here: str, key: str, required: bool = True,
+                   allow_zero: bool = False) -> None:
+    if key not in arg:
+        if required:
+            v.fail(arg, f"{here}.{key}", "is required")
+        return
+    val = arg[key]
+    if not _is_number(val) or val < 0 or (val == 0 and not allow_zero):
+        v.fail(arg, f"{here}.{key}", f"must be a {'non-negative' if allow_zero else 'positive'} number of seconds")
+
+
+def _other_side(speaker: str) -> str:
+    return "customer" if speaker == "agent" else "agent" if speaker == "customer" else "any"
+
+
+def _check_silence_after(v: Validator, node: dict, arg: Any, here: str) -> None:
+    _check_seconds(v, arg, here, "seconds")
+    if "trigger" in arg:
+        v.operator(arg["trigger"], f"{here}.trigger")
+
+
+@register("silence_after", _check_silence_after, fields={"seconds", "trigger", "trigger_speaker"},
+          required={"seconds"})
+def _silence_after(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    """The trigger speaker's sentences (those `trigger` matches; every one without it) whose turn is followed by
+    more than `seconds` of silence before the other side speaks: a customer question left hanging. A turn the
+    other side never answers (the call ends) is not judged."""
+    trig_speaker = arg.get("trigger_speaker", _other_side(speaker))
+    cand = (set(evaluate(arg["trigger"], ctx, trig_speaker, within).hits) if "trigger" in arg
+            else set(ctx.universe(trig_speaker, within)))
+    limit = float(arg["seconds"])
+    out = Match()
+    segs = ctx.spans()
+    for k, seg in enumerate(segs):
+        hit = [i for i in seg.utts if i in cand]
+        if not hit:
+            continue
+        gap = wait_after(segs, k)
+        if gap is not None and gap > limit:
+            out.hits.update(dict.fromkeys(hit, 1.0))
+    return out
+
+
+def _check_interrupts(v: Validator, node: dict, arg: Any, here: str) -> None:
+    _check_seconds(v, arg, here, "seconds", required=False, allow_zero=True)
+
+
+@register("interrupts", _check_interrupts, fields={"seconds", "speaker"},
+          defaults={"seconds": INTERRUPT_MIN_OVERLAP})
+def _interrupts(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    """The speaker's sentences in segments that start while the other side's segment still runs more than
+    `seconds` past that start (the test `callqa.pipelines.call_metrics` counts interruptions with)."""
+    who = _speaker(arg, speaker)
+    segs = ctx.spans()
+    out = Match()
+    for k in interruptions(segs, float(arg.get("seconds", INTERRUPT_MIN_OVERLAP))):
+        if who in ("any", segs[k].speaker):
+            out.hits.update({i: 1.0 for i in segs[k].utts if within is None or i in within})
+    return out
+
+
+RATE_LANGUAGES = ("zh", "en")
+
+
+def _check_speech_rate(v: Validator, node: dict, arg: Any, here: str) -> None:
+    ranges = [(here, arg)] + [(f"{here}.{lang}", arg[lang]) for lang in RATE_LANGUAGES if lang in arg]
+    for where, rng in ranges:
+        if where != here:
+            if not isinstance(rng, dict):
+                v.fail(arg, where, "takes a mapping with min and/or max")
+            v.keys(rng, where, set(), {"min", "max"})
+        for key in ("min", "max"):
+            if key in rng and (not _is_number(rng[key]) or rng[key] <= 0):
+                v.fail(rng, f"{where}.{key}", "must be a positive number of words per minute")
+        if "min" in rng and "max" in rng and _is_number(rng["min"]) and _is_number(rng["max"]) \
+                and rng["min"] >= rng["max"]:
+            v.fail(rng, where, "min must be below max")
+    if not any(k in rng for _, rng in ranges for k in ("min", "max")):
+        v.fail(arg, here, "needs min and/or max (words per minute)")
+    _check_seconds(v, arg, here, "min_talk_seconds", required=False, allow_zero=True)
+
+
+@register("speech_rate", _check_speech_rate, fields={"min", "max", "zh", "en", "speaker", "min_talk_seconds"},
+          defaults={"min_talk_seconds": 20.0})
+def _speech_rate(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    """Words per minute of the speaker's speaking time (a Chinese character counts as a word) outside
+    [min, max]; `zh:`/`en:` ranges replace them for calls whose speech is mostly Chinese characters / Latin words.
+    Hits: the speaker's segments beyond the range on the same side (all the speaker's sentences when no single
+    segment is); nothing below `min_talk_seconds` of speech (too little to judge)."""
+    who = _speaker(arg, speaker)
+    segs = [s for s in ctx.spans() if who in ("any", s.speaker)]
+    _, talk, rate = speech_rate(segs, who)
+    if rate is None or talk < float(arg.get("min_talk_seconds", OPERATORS["speech_rate"].defaults["min_talk_seconds"])):
+        return Match()
+    rng = arg.get(script_language(" ".join(s.text for s in segs)), {})
+    lo, hi = rng.get("min", arg.get("min")), rng.get("max", arg.get("max"))
+    if lo is not None and rate < lo:
+        def beyond(r: float) -> bool:
+            return r < lo
+    elif hi is not None and rate > hi:
+        def beyond(r: float) -> bool:
+            return r > hi
+    else:
+        return Match()
+    per_seg = [s for s in segs if (r := speech_rate([s], who)[2]) is not None and beyond(r)]
+    return Match({i: 1.0 for s in (per_seg or segs) for i in s.utts if within is None or i in within})
+
+
+def _check_within_seconds(v: Validator, node: dict, arg: Any, here: str) -> None:
+    _check_seconds(v, arg, here, "start", required=False, allow_zero=True)
+    _check_seconds(v, arg, here, "end")
+    if _is_number(arg.get("start", 0)) and _is_number(arg.get("end")) and arg.get("start", 0) >= arg["end"]:
+        v.fail(arg, here, "start must be before end")
+
+
+@register("within_seconds", _check_within_seconds, fields={"start", "end", "speaker"}, required={"end"},
+          defaults={"start": 0.0})
+def _within_seconds(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
+    """The speaker's sentences whose segment starts between `start` and `end` seconds from the call's start."""
+    lo, hi = float(arg.get("start", 0.0)), float(arg["end"])
+    return Match({i: 1.0 for i in ctx.universe(_speaker(arg, speaker), within) if lo <= ctx.utts[i].start <= hi})
 
 
 def _same_turn(parts: list[Match], ctx: Context) -> Match:
@@ -496,17 +643,27 @@ def _semantic(arg: dict[str, Any], ctx: Context, speaker: str, within: set[int] 
 
 
 def _sequence(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[int] | None = None) -> Match:
-    """A trigger (by default on the other speaker's side) answered within `within_turns` turns."""
+    """A trigger (by default on the other speaker's side) answered within `within_turns` turns and/or within
+    `within_seconds` of the end of the trigger's turn (given alone, `within_seconds` puts no limit on turns)."""
     other = "customer" if speaker == "agent" else "agent" if speaker == "customer" else "any"
     triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
-    within = int(arg.get("within_turns", OPERATORS["sequence"].defaults["within_turns"]))
+    seconds = arg.get("within_seconds")
+    turns = arg.get("within_turns", None if seconds is not None else OPERATORS["sequence"].defaults["within_turns"])
+    turn_end: dict[int, float] = {}
+    for u in ctx.utts:
+        turn_end[u.turn] = max(u.end, turn_end.get(u.turn, u.end))
+
+    def answers_in_time(turn: int, u: Utterance) -> bool:
+        return (turn < u.turn and (turns is None or u.turn <= turn + int(turns))
+                and (seconds is None or u.start - turn_end[turn] <= float(seconds)))
+
     trigger_turn_nums = {ctx.utts[t].turn for t in triggers.hits}
-    window = {u.index for u in ctx.utts if any(t < u.turn <= t + within for t in trigger_turn_nums)}
+    window = {u.index for u in ctx.utts if any(answers_in_time(t, u) for t in trigger_turn_nums)}
     responses = evaluate(arg["response"], ctx, speaker, window if within_ is None else window & within_)
     out = Match(near_miss=responses.near_miss)
     trigger_turns = sorted({ctx.utts[t].turn: t for t in sorted(triggers.hits, reverse=True)}.items())
     for turn, t in trigger_turns:
-        answers = [r for r in responses.hits if turn < ctx.utts[r].turn <= turn + within]
+        answers = [r for r in responses.hits if answers_in_time(turn, ctx.utts[r])]
         if answers:
             for r in answers:
                 out.hits[r] = max(responses.hits[r], out.hits.get(r, 0.0))
