@@ -54,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         checklist=args.checklist, asr=_asr_options(args), max_attempts=args.max_attempts,
         progress=not args.quiet, workers=args.workers, wait=args.wait,
         stage_dir=str(args.stage_dir) if args.stage_dir else None, mask_pii=not args.no_pii_mask,
+        routing=args.routing,
     )
     if args.no_prefect:
         if args.dask or args.dask_address:
@@ -71,19 +72,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_scoring_flow(dask=args.dask, dask_address=args.dask_address, **params)
     for line in summary.lines():
         print(line)
-    from callqa.pipelines.report_data import weekly_scorecard
+    from callqa.pipelines.report_data import weekly_scorecard, weeks
     from callqa.pipelines.scorecard import format_scorecard
     from callqa.pipelines.store import Store
+    from callqa.qa_rules.checklist import load_checklist
 
+    if args.routing:  # one scorecard per checklist the routing can pick
+        from callqa.qa_rules.routing import load_routed_checklists, load_routing
+
+        ids = [c.id for c in load_routed_checklists(load_routing(args.routing)).values()]
+    else:
+        ids = [load_checklist(args.checklist).id]
     with Store(args.db, read_only=True) as store:
-        try:
-            from callqa.pipelines.report_data import weeks
-
-            for wk in weeks(store.con):
-                print()
-                print(format_scorecard(weekly_scorecard(store.con, wk)))
-        except LookupError as e:
-            print(f"no scorecard: {e}")
+        for cid in dict.fromkeys(ids):
+            try:
+                for wk in weeks(store.con, cid):
+                    print()
+                    print(format_scorecard(weekly_scorecard(store.con, wk, cid)))
+            except LookupError as e:
+                print(f"no scorecard: {e}")
     print(f"\ndatabase: {Path(args.db).resolve()}")
     return 0
 
@@ -119,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.dir, db=args.db, cron=args.cron, report_cron=args.report_cron, manifest=args.manifest,
           checklist=args.checklist, max_attempts=args.max_attempts, workers=args.workers, timezone=args.timezone,
-          every=args.every)
+          every=args.every, routing=args.routing)
     return 0
 
 
@@ -274,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--manifest", type=Path, help="CSV or JSONL with file, agent_id, started_at (+ optional fields)")
     r.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
     r.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")
+    r.add_argument("--routing", metavar="FILE|default",
+                   help="pick each call's checklist by its attributes (direction, language, duration, manifest "
+                   "columns) from a routing file ('default': qa_rules/routing.yaml); voicemails and calls with too "
+                   "little speech are stored as skipped, not scored")
     r.add_argument("--max-attempts", type=int, default=3, help="give up on a failing file after this many runs")
     r.add_argument("--no-prefect", action="store_true",
                    help="run the same steps without Prefect (no server start; no run history in the UI)")
@@ -355,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--report-cron", default="0 7 * * 1", help="scorecard schedule (default: Mondays 07:00)")
     sv.add_argument("--timezone", help="time zone of the schedules (default: $TZ or UTC)")
     sv.add_argument("--checklist", default=DEFAULT_CHECKLIST, help="bundled checklist name or YAML path")
+    sv.add_argument("--routing", metavar="FILE|default", help="route each call to a checklist (see callqa run)")
     sv.add_argument("--max-attempts", type=int, default=3, help="give up on a transient failure after this many runs")
     sv.add_argument("--workers", type=int, default=1, help="transcription worker processes per run")
     sv.set_defaults(func=cmd_serve)

@@ -49,7 +49,7 @@ def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str 
 def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str = "0 2 * * *",
                       report_cron: str = "0 7 * * 1", manifest: str | None = None, checklist: str = DEFAULT_CHECKLIST,
                       max_attempts: int = 3, workers: int = 1, timezone: str | None = None,
-                      every: float | None = None) -> list:
+                      every: float | None = None, routing: str | None = None) -> list:
     """The two deployments `callqa serve` runs: scoring of `inbox` on `cron` (or every `every` seconds when given,
     for an inbox that should be scored within seconds of a file landing), the scorecard on `report_cron`."""
     from datetime import timedelta
@@ -66,7 +66,8 @@ def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str 
     score = score_recordings.to_deployment(
         name=SCORE_DEPLOYMENT, schedule=schedule,
         parameters={"source_dir": inbox, "manifest": manifest, "db": db, "checklist": checklist,
-                    "max_attempts": max_attempts, "progress": False, "workers": workers, "wait": 3600},
+                    "max_attempts": max_attempts, "progress": False, "workers": workers, "wait": 3600,
+                    "routing": routing},
         description=f"score new recordings in {inbox} into {db}", tags=["callqa"],
         concurrency_limit=1,  # a slow night never overlaps the next one
     )

@@ -49,6 +49,7 @@ from callqa.pipelines.store import (
 )
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
+from callqa.qa_rules.routing import CallAttributes, Route, load_routed_checklists, load_routing, route
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
@@ -136,7 +137,8 @@ class RunSummary:
     def lines(self) -> list[str]:
         c = self.counts
         out = [f"run {self.run_id}: {c.get('found', 0)} found, {c.get('scored', 0)} scored, "
-               f"{c.get('skipped', 0)} already done, {c.get('no_speech', 0)} no speech, {c.get('failed', 0)} failed"]
+               f"{c.get('skipped', 0)} already done, {c.get('no_speech', 0)} no speech, {c.get('failed', 0)} failed"
+               + (f", {c['routed_out']} not scored by routing" if "routed_out" in c else "")]
         out += [f"  {name}: {reason}: {msg}" + (" (will retry)" if self.kinds.get(name) == "transient" else "")
                 for name, reason, msg in self.failures]
         return out
@@ -223,6 +225,7 @@ def process_batch(
     flow_run_id: str | None = None,
     mask_pii: bool = True,
     score_chunk: int = 64,
+    routing: str | Path | None = None,
 ) -> RunSummary:
     """The batch logic, callable with or without Prefect (the flow below wraps it with `tasks=True`,
     so each transcription, and the scoring of each new call or chunk of stored calls, is a Prefect task run).
@@ -231,7 +234,9 @@ def process_batch(
     wait: seconds to queue behind another run writing the same database before giving up.
     stage_dir: shared folder where workers leave transcripts as Parquet partitions (see scale.py).
     mask_pii: mask phone, ID and bank card numbers in stored transcripts and evidence (scoring sees raw text).
-    score_chunk: calls whose transcript is stored are scored this many at a time (`score_many`)."""
+    score_chunk: calls whose transcript is stored are scored this many at a time (`score_many`).
+    routing: a routing file (qa_rules/routing.py; "default": the bundled one): each call's checklist is picked by
+    its attributes instead of `checklist`, voicemails and calls with too little speech are stored as skipped."""
     t_start = time.perf_counter()
     score, scores = (score_task, score_many_task) if tasks else (score_one, score_many)
     from tqdm import tqdm
@@ -241,6 +246,12 @@ def process_batch(
     stage = str(stage_dir) if stage_dir else None
     run_id = uuid.uuid4().hex[:12]
     counts = {"found": 0, "scored": 0, "skipped": 0, "failed": 0, "no_speech": 0}
+    rules = load_routing(routing) if routing else None
+    routed = load_routed_checklists(rules) if rules else {}
+    versions = {c.id: c.version for c in routed.values()}
+    if rules:
+        counts["routed_out"] = 0
+        cl = routed[rules.default]  # what the run records as its checklist: the routing's default
     failures: list[tuple[str, str, str]] = []
     kinds: dict[str, str] = {}
     calls: list[dict[str, Any]] = []
@@ -259,17 +270,21 @@ def process_batch(
             if n := store.mark_interrupted_runs():
                 log.warning("%d earlier run(s) were cut off before finishing; their finished calls are kept", n)
             store.save_checklist(cl)
+            for other in routed.values():
+                store.save_checklist(other)
             store.start_run(run_id, str(source_dir), cl, workers, orchestrator or ("prefect" if tasks else "none"),
                             flow_run_id)
             if stage:
                 load_partitions(store, stage)
-            plan = plan_run(store, entries, cl, max_attempts, fail)
+            done = (lambda st, rid: st.is_routed_and_done(rid, rules, versions)) if rules else None
+            plan = plan_run(store, entries, cl, max_attempts, fail, done=done)
         counts["skipped"] += plan.skipped
         plan_s = time.perf_counter() - t_start
         log.info("run %s: %d to transcribe, %d to score from stored transcripts, %d already done",
                  run_id, len(plan.to_transcribe), len(plan.to_score), counts["skipped"])
 
         engine: ChecklistEngine | None = None
+        routed_engines: dict[str, ChecklistEngine] = {}
         bar = tqdm(total=len(plan.to_score) + len(plan.to_transcribe), desc="calls", unit="call", disable=not progress)
         t_prev = time.perf_counter()
 
@@ -281,8 +296,32 @@ def process_batch(
                 timing["engine_load"] = time.perf_counter() - t0
             return engine
 
+        def routed_engine(name: str, timing: dict[str, Any]) -> ChecklistEngine:
+            if name not in routed_engines:
+                t0 = time.perf_counter()
+                routed_engines[name] = make_engine(routed[name])
+                timing["engine_load"] = time.perf_counter() - t0
+            return routed_engines[name]
+
+        def score_routed(entry: BatchEntry, transcript: Transcript, duration: float | None,
+                         timing: dict[str, Any]) -> tuple[Any, ChecklistEngine | None, tuple[Route, Any]]:
+            """(scored or None, engine or None, route info) for one call under the routing file."""
+            attrs = CallAttributes(entry.direction, entry.language or transcript.language,
+                                   duration or transcript.duration or None, dict(entry.metadata or {}))
+            decision = route(rules, attrs, transcript)
+            name = decision.checklist
+            if name is None:
+                log.info("%s: not scored: %s", entry.path.name, decision.message)
+                return None, None, (decision, None)
+            eng = routed_engine(name, timing)
+            t0 = time.perf_counter()
+            scored = score(eng, transcript)
+            timing["checklist"] = time.perf_counter() - t0
+            return scored, eng, (decision, routed[name])
+
         def store_call(timing: dict[str, Any], rid: str, result: TranscribeResult | None,
-                       scored: tuple[CallScore, list[NeedTag]] | None) -> None:
+                       scored: tuple[CallScore, list[NeedTag]] | None, eng: ChecklistEngine | None = None,
+                       routed_to: tuple[Route, Any] | None = None) -> None:
             """One call's short write session (its own transactions), then its timing record."""
             nonlocal t_prev
             name = timing["file"]
@@ -300,18 +339,32 @@ def process_batch(
                     # tags first: a run killed between the two writes leaves the call unscored, so the next run
                     # scores (and tags) it again instead of skipping a scored call that has no tags
                     store.save_tags(rid, scored[1])
-                    store.save_score(rid, scored[0], scoring_models(get_engine(timing)))
+                    store.save_score(rid, scored[0], scoring_models(eng or get_engine(timing)))
                     counts["scored"] += 1
                     log.info("scored %s: %.0f", name, scored[0].score)
+                if routed_to is not None and rules is not None:  # after the score: a crash between re-routes it
+                    store.save_route(rid, rules, *routed_to)
+                    if routed_to[0].reason:
+                        counts["routed_out"] += 1
             timing["storage"] = time.perf_counter() - t0
             timing["wall"] = time.perf_counter() - t_prev  # this call's share of the run (waits included)
             t_prev = time.perf_counter()
             calls.append(timing)
             bar.update(1)
 
-        # 2. calls with a stored transcript: scored `score_chunk` at a time, each then stored on its own
+        # 2. calls with a stored transcript: scored `score_chunk` at a time, each then stored on its own (under a
+        # routing file, one at a time: each may go to another checklist)
         step = max(1, score_chunk)
-        for i in range(0, len(plan.to_score), step):
+        for entry, rid in plan.to_score if rules else []:
+            with Store(db, lock=False, wait=60) as store:
+                transcript = store.load_transcript(rid)
+                row = store.con.execute("SELECT duration_s FROM recordings WHERE recording_id = ?", [rid]).fetchone()
+            timing = {"file": entry.path.name}
+            if transcript is None:
+                store_call(timing, rid, None, None)
+                continue
+            store_call(timing, rid, None, *score_routed(entry, transcript, row[0] if row else None, timing))
+        for i in range(0, len(plan.to_score) if not rules else 0, step):
             with Store(db, lock=False, wait=60) as store:
                 chunk = [(e, rid, store.load_transcript(rid)) for e, rid in plan.to_score[i:i + step]]
             chunk_timings: list[dict[str, Any]] = [{"file": e.path.name} for e, _, _ in chunk]
@@ -332,6 +385,10 @@ def process_batch(
         for entry, rid, result in _run_jobs(plan.to_transcribe, opts, workers, tasks, stage, mask_pii):
             timing: dict[str, Any] = {"file": entry.path.name, **result.timings}
             scored = None
+            if result.transcript is not None and rules is not None:
+                store_call(timing, rid, result, *score_routed(entry, result.transcript,
+                                                              result.audio_info.get("duration_s"), timing))
+                continue
             if result.transcript is not None:
                 eng = get_engine(timing)
                 t0 = time.perf_counter()
@@ -368,6 +425,7 @@ def score_recordings(
     stage_dir: str | None = None,
     orchestrator: str = "prefect",
     mask_pii: bool = True,
+    routing: str | None = None,
 ) -> RunSummary:
     """Score every new recording of a batch folder and store the results in DuckDB.
     Publishes the run summary (counts, failures) as the markdown artifact `callqa-run-summary`."""
@@ -376,7 +434,7 @@ def score_recordings(
     summary = process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks=True,
                             workers=workers, wait=wait, stage_dir=stage_dir,
                             orchestrator=orchestrator, mask_pii=mask_pii,
-                            flow_run_id=str(flow_run.get_id() or ""))
+                            flow_run_id=str(flow_run.get_id() or ""), routing=routing)
     logger = get_run_logger()
     for line in summary.lines():
         logger.info(line)

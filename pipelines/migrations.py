@@ -216,6 +216,23 @@ CREATE TABLE verdict_appeals (
 );
 """
 
+# Routing (qa_rules/routing.py): per recording and routing file version, the checklist it went to or why it was
+# set aside (voicemail, short_call) and not scored. The scorecard counts routed and skipped calls per agent.
+_V7 = """
+CREATE TABLE call_routes (
+    recording_id      VARCHAR NOT NULL,
+    routing_id        VARCHAR NOT NULL,
+    routing_version   INTEGER NOT NULL,
+    checklist_id      VARCHAR,                            -- NULL when skipped
+    checklist_version INTEGER,
+    skip_reason       VARCHAR,                            -- voicemail | short_call; NULL when routed
+    message           VARCHAR,
+    route_rule        INTEGER,                            -- index of the matching route; NULL: default or skipped
+    decided_at        TIMESTAMPTZ DEFAULT current_timestamp,
+    PRIMARY KEY (recording_id, routing_id, routing_version)
+);
+"""
+
 # One ordered list. Append only (see the module docstring).
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema: recordings, segments, checklists, item_verdicts, call_scores, runs", _V1),
@@ -224,6 +241,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "verdict_reviews (human overrides) and call_tags (customer need tags)", _V4),
     Migration(5, "model_manifests: ASR weights, encoder, heads and checklist behind every stored score", _V5),
     Migration(6, "verdict_appeals: agents dispute verdicts, reviewers uphold or overturn them", _V6),
+    Migration(7, "call_routes: the checklist each call was routed to, or why routing skipped it", _V7),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -28,11 +28,13 @@ class RunPlan:
 
 
 def plan_run(store: Store, entries: list[BatchEntry], checklist: Checklist, max_attempts: int,
-             fail: FailFn) -> RunPlan:
+             fail: FailFn, done: Callable[[Store, str], bool] | None = None) -> RunPlan:
     """Register `entries` in `store` and decide, per entry, what this run does with it.
 
     - an unreadable entry (missing file, outside the batch: `entry.problem`) is reported through `fail` with no
       recording id, and not planned;
+    - `done(store, recording_id)`, when given, replaces "already scored under `checklist`" (a routing file: scored
+      under the checklist it was routed to, or skipped by routing);
     - a recording (identified by its content hash) already scored under `checklist`'s id and version, or a second
       copy of a file seen earlier in this batch, is skipped;
     - a recording whose transcript is stored goes to `to_score` (no ASR needed, e.g. a new checklist version);
@@ -47,7 +49,7 @@ def plan_run(store: Store, entries: list[BatchEntry], checklist: Checklist, max_
             fail(store, None, name, "failed", entry.reason or "unreadable", entry.problem)
             continue
         rid = file_sha256(entry.path)
-        if rid in seen or store.is_scored(rid, checklist):
+        if rid in seen or (done(store, rid) if done else store.is_scored(rid, checklist)):
             plan.skipped += 1
             continue
         seen.add(rid)

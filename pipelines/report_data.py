@@ -232,9 +232,12 @@ class Scorecard:
     week: str
     items: list[dict]  # the stored checklist's items, in order (id, title, weight, ...)
     agents: list[AgentWeek]  # best first
+    # calls routing decided this week, per agent: {"routed": to this checklist, "elsewhere": to another one,
+    # "skipped": not scored, "<reason>": skipped for that reason}; empty when no routing file was used
+    routing: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
+        return ({"routing": self.routing} if self.routing else {}) | {
             "checklist": {"id": self.checklist_id, "version": self.checklist_version},
             "week": self.week,
             "items": [{"id": it["id"], "title": it["title"], "weight": it["weight"]} for it in self.items],
@@ -259,4 +262,26 @@ def weekly_scorecard(con: duckdb.DuckDBPyConnection, week: str | None = None,
         week = all_weeks[-1]
     ds = load_dataset(con, checklist_id, version, weeks=[week])
     return Scorecard(checklist_id, version, week, ds.items, sorted(agent_weeks(ds, week).values(),
-                                                                  key=AgentWeek.rank_key))
+                                                                  key=AgentWeek.rank_key),
+                     routing_counts(con, week, checklist_id))
+
+
+def routing_counts(con: duckdb.DuckDBPyConnection, week: str, checklist_id: str) -> dict[str, dict[str, int]]:
+    """Per agent, the week's calls as routing last decided them (see `Scorecard.routing`)."""
+    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'call_routes'").fetchone()[0]
+    if not has:
+        return {}
+    rows = con.execute(
+        "SELECT coalesce(r.agent_id, '(unknown)'), c.checklist_id, c.skip_reason, count(*) FROM ("
+        "  SELECT * FROM call_routes QUALIFY row_number() OVER (PARTITION BY recording_id ORDER BY decided_at DESC,"
+        "  routing_version DESC) = 1) c JOIN recordings r ON r.recording_id = c.recording_id "
+        f"WHERE r.started_local IS NOT NULL AND {WEEK_EXPR} = ? GROUP BY ALL", [week]).fetchall()
+    out: dict[str, dict[str, int]] = {}
+    for agent, cid, reason, n in rows:
+        a = out.setdefault(agent, {"routed": 0, "elsewhere": 0, "skipped": 0})
+        if reason:
+            a["skipped"] += n
+            a[reason] = a.get(reason, 0) + n
+        else:
+            a["routed" if cid == checklist_id else "elsewhere"] += n
+    return dict(sorted(out.items()))

@@ -20,4 +20,11 @@ def format_scorecard(card: Scorecard, lang: str = "en") -> str:
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     out.append("score: mean call score 0-100 (a critical fail scores 0, human overrides applied); item columns: "
                "share of applicable calls passed")
+    if card.routing:
+        out.append(f"routing: calls per agent routed to {card.checklist_id}, to another checklist, and not scored "
+                   "(reasons)")
+        for agent, c in card.routing.items():
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in ("routed", "elsewhere", "skipped"))
+            out.append(f"  {agent}: {c['routed']} routed, {c['elsewhere']} elsewhere, {c['skipped']} skipped"
+                       + (f" ({reasons})" if reasons else ""))
     return "\n".join(out)

@@ -26,6 +26,7 @@ import duckdb
 from callqa.models.weights import BUNDLED_WHISPER, bundled_whisper_stamp
 from callqa.pipelines.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist, parse_checklist
+from callqa.qa_rules.routing import Route, Routing
 
 from callqa.records import CallScore, NeedTag, Transcript
 
@@ -393,6 +394,34 @@ class Store:
             [counts.get("found", 0), counts.get("scored", 0), counts.get("skipped", 0), counts.get("failed", 0),
              counts.get("no_speech", 0), run_id],
         )
+
+    def save_route(self, recording_id: str, routing: Routing, route: Route, checklist: Checklist | None) -> None:
+        """Store where routing sent a call; a skipped call is also marked `skipped` with its reason on the
+        recording (not a failure: it is not retried, and it is not scored)."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO call_routes (recording_id, routing_id, routing_version, checklist_id, "
+                "checklist_version, skip_reason, message, route_rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [recording_id, routing.id, routing.version, checklist.id if checklist else None,
+                 checklist.version if checklist else None, route.reason, route.message, route.rule])
+            if route.reason:
+                con.execute("UPDATE recordings SET status = 'skipped', error_reason = ?, error = ?, "
+                            "updated_at = current_timestamp WHERE recording_id = ?",
+                            [route.reason, route.message, recording_id])
+
+    def is_routed_and_done(self, recording_id: str, routing: Routing, versions: dict[str, int]) -> bool:
+        """Routing already decided this call under this routing version and it was skipped, or it is scored under
+        the current version (`versions`: checklist id → version) of the checklist it was routed to."""
+        row = self.con.execute(
+            "SELECT skip_reason, checklist_id FROM call_routes WHERE recording_id = ? AND routing_id = ? "
+            "AND routing_version = ?", [recording_id, routing.id, routing.version]).fetchone()
+        if row is None:
+            return False
+        if row[0] is not None:
+            return True
+        return row[1] in versions and self.con.execute(
+            "SELECT 1 FROM call_scores WHERE recording_id = ? AND checklist_id = ? AND checklist_version = ?",
+            [recording_id, row[1], versions[row[1]]]).fetchone() is not None
 
     # --- reads -------------------------------------------------------------------------------
 
