@@ -49,27 +49,28 @@ def _add_asr_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    params = dict(
-        source_dir=str(args.dir), manifest=str(args.manifest) if args.manifest else None, db=str(args.db),
-        checklist=args.checklist, asr=_asr_options(args), max_attempts=args.max_attempts,
-        progress=not args.quiet, workers=args.workers, wait=args.wait,
-        stage_dir=str(args.stage_dir) if args.stage_dir else None, mask_pii=not args.no_pii_mask,
-        routing=args.routing,
-    )
+    from callqa.pipelines.flows import RunConfig
+
+    config = RunConfig(db=str(args.db), checklist=args.checklist, asr=_asr_options(args),
+                       max_attempts=args.max_attempts, progress=not args.quiet, workers=args.workers, wait=args.wait,
+                       stage_dir=str(args.stage_dir) if args.stage_dir else None, mask_pii=not args.no_pii_mask,
+                       routing=args.routing)
+    manifest = str(args.manifest) if args.manifest else None
     if args.no_prefect:
         if args.dask or args.dask_address:
             print("callqa run: --dask needs Prefect (drop --no-prefect)", file=sys.stderr)
             return 2
         from callqa.pipelines.flows import process_batch
 
-        summary = process_batch(**params)
+        summary = process_batch(str(args.dir), manifest, config)
     else:
         if not os.environ.get("PREFECT_API_URL"):
             log.info("no Prefect server configured (PREFECT_API_URL): starting a temporary one for this run "
                      "(about 20 s; use `prefect server start` for scheduled runs, or --no-prefect)")
         from callqa.pipelines.flows import run_scoring_flow
 
-        summary = run_scoring_flow(dask=args.dask, dask_address=args.dask_address, **params)
+        summary = run_scoring_flow(str(args.dir), manifest=manifest, dask=args.dask, dask_address=args.dask_address,
+                                   **config.flow_parameters())
     for line in summary.lines():
         print(line)
     from callqa.pipelines.report_data import weekly_scorecard, weeks
@@ -193,14 +194,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_from_audio(args: argparse.Namespace, checklist, rows: list[dict]) -> list:
     from callqa.pipelines.batch import file_sha256
-    from callqa.pipelines.flows import process_batch
+    from callqa.pipelines.flows import RunConfig, process_batch
     from callqa.pipelines.store import Store
 
     from callqa.records import Evidence, ItemVerdict
 
     manifest = Path(args.manifest)
-    summary = process_batch(manifest.parent, manifest, args.db, args.checklist, _asr_options(args),
-                            progress=not args.quiet)
+    summary = process_batch(manifest.parent, manifest, RunConfig(args.db, args.checklist, _asr_options(args),
+                                                                  progress=not args.quiet))
     for line in summary.lines():
         print(line, file=sys.stderr)
     results = []

@@ -209,26 +209,10 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
             yield entry, rid, result
 
 
-def process_batch(
-    source_dir: str | Path,
-    manifest: str | Path | None = None,
-    db: str | Path = DEFAULT_DB,
-    checklist: str | Path = DEFAULT_CHECKLIST,
-    asr: AsrOptions | None = None,
-    max_attempts: int = 3,
-    progress: bool = True,
-    tasks: bool = False,
-    workers: int = 1,
-    wait: float = 0.0,
-    stage_dir: str | Path | None = None,
-    orchestrator: str | None = None,
-    flow_run_id: str | None = None,
-    mask_pii: bool = True,
-    score_chunk: int = 64,
-    routing: str | Path | None = None,
-) -> RunSummary:
-    """The batch logic, callable with or without Prefect (the flow below wraps it with `tasks=True`,
-    so each transcription, and the scoring of each new call or chunk of stored calls, is a Prefect task run).
+@dataclass(frozen=True)
+class RunConfig:
+    """How a batch is run, everything but where its recordings are: declared once, built once by the CLI (or
+    the scheduled flow from its parameters) and handed down.
 
     workers: transcription processes when run without Prefect (with Prefect: the task runner's).
     wait: seconds to queue behind another run writing the same database before giving up.
@@ -237,6 +221,37 @@ def process_batch(
     score_chunk: calls whose transcript is stored are scored this many at a time (`score_many`).
     routing: a routing file (qa_rules/routing.py; "default": the bundled one): each call's checklist is picked by
     its attributes instead of `checklist`, voicemails and calls with too little speech are stored as skipped."""
+
+    db: str | Path = DEFAULT_DB
+    checklist: str | Path = DEFAULT_CHECKLIST
+    asr: AsrOptions = field(default_factory=AsrOptions)
+    max_attempts: int = 3
+    progress: bool = True
+    workers: int = 1
+    wait: float = 0.0
+    stage_dir: str | Path | None = None
+    mask_pii: bool = True
+    score_chunk: int = 64
+    routing: str | Path | None = None
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The same settings as the `score-recordings` flow's parameters (a Prefect flow takes plain values)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "score_chunk"}
+
+
+def process_batch(source_dir: str | Path, manifest: str | Path | None = None, config: RunConfig | None = None, *,
+                  tasks: bool = False, orchestrator: str | None = None, flow_run_id: str | None = None,
+                  **overrides: Any) -> RunSummary:
+    """The batch logic, callable with or without Prefect (the flow below wraps it with `tasks=True`,
+    so each transcription, and the scoring of each new call or chunk of stored calls, is a Prefect task run).
+    `config` says how (`RunConfig`); keyword `overrides` replace single fields of it (`db=..., progress=False`)."""
+    if config is not None and not isinstance(config, RunConfig):
+        raise TypeError(f"process_batch: config must be a RunConfig, not {type(config).__name__} (db=... is a keyword)")
+    cfg = dataclasses.replace(config or RunConfig(), **overrides)
+    db, checklist, max_attempts, progress = cfg.db, cfg.checklist, cfg.max_attempts, cfg.progress
+    workers, wait, stage_dir, mask_pii, score_chunk, routing = (cfg.workers, cfg.wait, cfg.stage_dir, cfg.mask_pii,
+                                                                cfg.score_chunk, cfg.routing)
+    asr = cfg.asr
     t_start = time.perf_counter()
     score, scores = (score_task, score_many_task) if tasks else (score_one, score_many)
     from tqdm import tqdm
@@ -431,10 +446,10 @@ def score_recordings(
     Publishes the run summary (counts, failures) as the markdown artifact `callqa-run-summary`."""
     from prefect.runtime import flow_run
 
-    summary = process_batch(source_dir, manifest, db, checklist, asr, max_attempts, progress, tasks=True,
-                            workers=workers, wait=wait, stage_dir=stage_dir,
-                            orchestrator=orchestrator, mask_pii=mask_pii,
-                            flow_run_id=str(flow_run.get_id() or ""), routing=routing)
+    config = RunConfig(db, checklist, asr or AsrOptions(), max_attempts, progress, workers, wait, stage_dir, mask_pii,
+                       routing=routing)
+    summary = process_batch(source_dir, manifest, config, tasks=True, orchestrator=orchestrator,
+                            flow_run_id=str(flow_run.get_id() or ""))
     logger = get_run_logger()
     for line in summary.lines():
         logger.info(line)

@@ -119,7 +119,7 @@ def test_a_batch_run_routes_skips_and_the_scorecard_counts_both(tmp_path: Path):
                          "direction": "outbound", "language": transcript.language})
     (batch / "calls.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
-    summary = process_batch(str(batch), str(batch / "calls.jsonl"), str(db), progress=False, routing="default")
+    summary = process_batch(str(batch), str(batch / "calls.jsonl"), db=str(db), progress=False, routing="default")
     assert summary.counts == {"found": 4, "scored": 2, "skipped": 0, "failed": 0, "no_speech": 0, "routed_out": 2}
     assert "2 not scored by routing" in summary.lines()[0]
     con = duckdb.connect(str(db), read_only=True)
@@ -143,5 +143,5 @@ def test_a_batch_run_routes_skips_and_the_scorecard_counts_both(tmp_path: Path):
     assert "A01: 0 routed, 1 elsewhere, 1 skipped (voicemail 1)" in text
     assert card.to_dict()["routing"] == card.routing
 
-    again = process_batch(str(batch), str(batch / "calls.jsonl"), str(db), progress=False, routing="default")
+    again = process_batch(str(batch), str(batch / "calls.jsonl"), db=str(db), progress=False, routing="default")
     assert again.counts["skipped"] == 4 and again.counts["scored"] == 0  # decided once: nothing redone
