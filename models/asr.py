@@ -8,6 +8,12 @@ two-speaker diarization, see `callqa.models.diarize`) → the channel's words, m
 time, are cut into segments at pauses (and, on mono, at speaker changes) → merged in time order.
 Mandarin output is converted to simplified characters.
 
+Guards for real recordings (issue 15, docs/asr.md "Real voices"): a "stereo" file whose two channels
+carry the same signal (dual mono: one microphone written to both channels) is transcribed once, as
+mono, not once per channel as agent and customer; and a decoded segment whose words have no audio
+under them (improbable, piled up at one instant, in inserted silence) is dropped as invented: Whisper
+writes such segments on the leftover of a decoding window after the last word.
+
 Runtimes plug in behind `WhisperRuntime` (see `callqa.models.runtimes`).
 """
 
@@ -17,7 +23,7 @@ import bisect
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +43,13 @@ _HALLUCINATIONS = {
     "thank you.", "thanks for watching!", "thank you for watching.", "you",
 }
 _GAP_JOIN_S = 0.5  # silence inserted between concatenated speech spans
+# Two channels this correlated (Pearson, whole recording) are one signal written twice: dual mono.
+# Separate agent/customer channels correlate near 0, even with some cross-talk.
+DUAL_MONO_CORRELATION = 0.9
+# A decoded segment is taken as invented when most of its words are improbable (or lie in inserted
+# silence) and most have no duration: word timing found no audio for them (see `_looks_invented`).
+_IMPROBABLE_WORD = 0.2
+_NO_DURATION_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,12 @@ class AsrOptions:
     vad: VadConfig = field(default_factory=VadConfig)
     diarize_mono: bool = True  # mono: split two speakers and find the agent (else speaker "unknown")
     block_s: float = 600.0  # speech decoded per block; bounds memory on long recordings
+    # True: each 30 s window is prompted with the text before it. It fixes a word repeated at a window
+    # cut on real clips ("a severe storm storms tore") but raised zh CER on the dev calls (docs/asr.md,
+    # "Real voices"), so it is off. Whisper's own guards are on either way (`callqa.models.runtimes`).
+    condition_on_previous_text: bool = False
+    fold_dual_mono: bool = True  # a stereo file whose channels are one signal is transcribed once, as mono
+    drop_invented: bool = True  # drop decoded segments that look made up (`_looks_invented`)
 
 
 class _Timeline:
@@ -95,6 +114,11 @@ class _Timeline:
             return i + 1
         return i
 
+    def in_gap(self, t: float) -> bool:
+        """Whether a concatenated time falls in inserted silence (between spans or after the last)."""
+        i = max(0, bisect.bisect_right(self.cat_starts, t) - 1)
+        return t >= self.cat_starts[i] + self.spans[i].duration
+
     def to_original(self, t: float, index: int | None = None) -> float:
         i = self.span_index(t) if index is None else index
         span = self.spans[i]
@@ -108,6 +132,59 @@ def _concat_speech(audio: np.ndarray, spans: list[SpeechSpan], gap: float) -> np
         parts.append(audio[int(s.start * SAMPLE_RATE) : int(s.end * SAMPLE_RATE)])
         parts.append(pad)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def channel_correlation(audio: DecodedAudio) -> float | None:
+    """Pearson correlation of the two channels (None for mono or a silent channel).
+
+    Summed over one-minute pieces, so an hour-long call needs no float64 copy of itself.
+    """
+    if audio.n_channels != 2:
+        return None
+    sx = sy = sxx = syy = sxy = 0.0
+    step = 60 * SAMPLE_RATE
+    for k in range(0, audio.channels.shape[1], step):
+        x = audio.channels[0, k : k + step].astype(np.float64)
+        y = audio.channels[1, k : k + step].astype(np.float64)
+        sx, sy = sx + x.sum(), sy + y.sum()
+        sxx, syy, sxy = sxx + np.dot(x, x), syy + np.dot(y, y), sxy + np.dot(x, y)
+    n = audio.channels.shape[1]
+    vx, vy = sxx - sx * sx / n, syy - sy * sy / n
+    if n == 0 or vx <= 0 or vy <= 0:
+        return None
+    return float((sxy - sx * sy / n) / np.sqrt(vx * vy))
+
+
+def fold_dual_mono(audio: DecodedAudio) -> DecodedAudio:
+    """A stereo recording whose channels carry the same signal, as one mono channel (their mean).
+
+    Transcribing both channels of such a file as agent and customer writes every phrase twice,
+    interleaved ("And so my fellow Americans, And so my fellow Americans, ask not what ask not what").
+    """
+    corr = channel_correlation(audio)
+    if corr is None or corr < DUAL_MONO_CORRELATION:
+        return audio
+    log.info("channels correlate %.3f: one signal written twice (dual mono), transcribed as mono", corr)
+    mono = audio.channels.mean(axis=0, keepdims=True).astype(np.float32)
+    return replace(audio, channels=np.ascontiguousarray(mono))
+
+
+def _looks_invented(seg: RawSegment, timeline: _Timeline) -> bool:
+    """A decoded segment Whisper made up: more than half of its words are improbable (p < 0.2) or start
+    in the silence inserted between speech spans (or after the last one), and more than half have no
+    duration (word timing piled them up at one instant: there is no audio for them).
+
+    That is the shape of Whisper's inventions on the leftover of a decoding window after the last
+    word (from the last word's end to the end of the speech, mostly padding and inserted silence):
+    a copy of the sentence just decoded ("广州市…分析。中央市…分析。") or a stock phrase ("我认识了你"),
+    its first word stretched over the pause and the rest piled up at its end, near probability 0.
+    """
+    if not seg.words:
+        return False
+    half = len(seg.words) / 2
+    odd = sum(w.probability < _IMPROBABLE_WORD or timeline.in_gap(w.start) for w in seg.words)
+    instant = sum(w.end - w.start < _NO_DURATION_S for w in seg.words)
+    return odd > half and instant > half
 
 
 def _clean_text(text: str, language: str | None) -> str:
@@ -183,7 +260,7 @@ def _blocks(spans: list[SpeechSpan], block_s: float) -> list[list[SpeechSpan]]:
 
 def _channel_words(
     channel: np.ndarray, spans: list[SpeechSpan], runtime: WhisperRuntime, language: str, prompt: str | None,
-    block_s: float,
+    block_s: float, drop_invented: bool = True,
 ) -> list[tuple[Word, int]]:
     """Every decoded word of one channel in call time, with the index of its speech span in `spans`."""
     out: list[tuple[Word, int]] = []
@@ -192,6 +269,9 @@ def _channel_words(
         timeline = _Timeline(block, _GAP_JOIN_S)
         audio = _concat_speech(channel, block, _GAP_JOIN_S)
         for raw in runtime.transcribe(audio, language, prompt):
+            if drop_invented and _looks_invented(raw, timeline):
+                log.debug("dropped as invented: %r (p=%.2f)", raw.text, raw.confidence)
+                continue
             out += [(w, first + i) for w, i in _to_call_time(raw, timeline)]
         first += len(block)
     return out
@@ -214,6 +294,8 @@ def transcribe_audio(
     """
     opts = options or AsrOptions()
     t0 = time.perf_counter()
+    if opts.fold_dual_mono:
+        audio = fold_dual_mono(audio)
     roles = channel_roles(audio.n_channels, agent_channel)
     spans = [speech_spans(audio.channels[i], opts.vad) for i in range(audio.n_channels)]
     t_vad = time.perf_counter() - t0
@@ -234,7 +316,8 @@ def transcribe_audio(
     for i, role in enumerate(roles):
         if not spans[i]:
             continue
-        words = _channel_words(audio.channels[i], spans[i], runtime, language, prompt, opts.block_s)
+        words = _channel_words(audio.channels[i], spans[i], runtime, language, prompt, opts.block_s,
+                               opts.drop_invented)
         labels = _voice_labels(words, turns) if turns else [0] * len(words)
         for label, group in _cut_segments([(w, s, lab) for (w, s), lab in zip(words, labels, strict=True)], spans[i],
                                           opts.split_gap_s):

@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("faster-whisper", "openai-whisper")
 
+# Whisper's own guards against repetition loops and invented text, the same in both runtimes (their
+# defaults, spelled out so that a change in either library cannot switch them off): a window whose
+# text compresses too well (gzip ratio above 2.4: a loop) or is too improbable (mean log-prob below
+# -1) is decoded again at the next temperature; a window with no-speech probability above 0.6 and
+# an improbable text is skipped.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+GUARDS = {"compression_ratio_threshold": 2.4, "no_speech_threshold": 0.6}
+LOGPROB_THRESHOLD = -1.0
+
 
 def _best_candidate(probs: list[tuple[str, float]], candidates: tuple[str, ...]) -> tuple[str, float]:
     allowed = [(lang, p) for lang, p in probs if not candidates or lang in candidates]
@@ -38,6 +47,7 @@ class FasterWhisperRuntime:
         self.model_name = str(opts.model or BUNDLED_WHISPER)
         threads = opts.cpu_threads or min(os.cpu_count() or 1, 8)
         self._beam = opts.beam_size
+        self._condition = opts.condition_on_previous_text
         self._model = WhisperModel(
             resolve_whisper_model(opts.model), device=opts.device, compute_type=opts.compute_type,
             cpu_threads=threads,
@@ -53,7 +63,8 @@ class FasterWhisperRuntime:
         with self._lock:
             segments, _info = self._model.transcribe(
                 audio, language=language, beam_size=self._beam, vad_filter=False, word_timestamps=True,
-                initial_prompt=prompt, condition_on_previous_text=False,
+                initial_prompt=prompt, condition_on_previous_text=self._condition, temperature=list(TEMPERATURES),
+                log_prob_threshold=LOGPROB_THRESHOLD, prompt_reset_on_temperature=0.5, **GUARDS,
             )
             out = []
             for s in segments:
@@ -73,6 +84,7 @@ class OpenAIWhisperRuntime:
             torch.set_num_threads(opts.cpu_threads)
         self.model_name = str(opts.model or BUNDLED_WHISPER)
         self._beam = opts.beam_size
+        self._condition = opts.condition_on_previous_text
         self._device = opts.device
         self._model = load_openai_whisper(opts.model, device=opts.device)
         self._lock = threading.Lock()
@@ -89,7 +101,8 @@ class OpenAIWhisperRuntime:
         with self._lock:
             result = self._model.transcribe(
                 audio, language=language, beam_size=self._beam, best_of=5, fp16=self._device != "cpu",
-                word_timestamps=True, initial_prompt=prompt, condition_on_previous_text=False,
+                word_timestamps=True, initial_prompt=prompt, condition_on_previous_text=self._condition,
+                temperature=TEMPERATURES, logprob_threshold=LOGPROB_THRESHOLD, **GUARDS,
             )
         out = []
         for s in result["segments"]:
@@ -99,9 +112,10 @@ class OpenAIWhisperRuntime:
 
 
 @lru_cache(maxsize=4)
-def _cached(runtime: str, model: str | None, compute_type: str, device: str, threads: int, beam: int):
+def _cached(runtime: str, model: str | None, compute_type: str, device: str, threads: int, beam: int,
+            condition: bool = False):
     opts = AsrOptions(runtime=runtime, model=model, compute_type=compute_type, device=device,
-                      cpu_threads=threads, beam_size=beam)
+                      cpu_threads=threads, beam_size=beam, condition_on_previous_text=condition)
     log.info("loading Whisper model %s with %s (%s, %s)", model or BUNDLED_WHISPER, runtime, device, compute_type)
     if runtime == "faster-whisper":
         return FasterWhisperRuntime(opts)
@@ -111,5 +125,6 @@ def _cached(runtime: str, model: str | None, compute_type: str, device: str, thr
 
 
 def get_runtime(opts: AsrOptions) -> FasterWhisperRuntime | OpenAIWhisperRuntime:
-    """One loaded model per (runtime, model, compute type, device, threads, beam) per process."""
-    return _cached(opts.runtime, opts.model, opts.compute_type, opts.device, opts.cpu_threads, opts.beam_size)
+    """One loaded model per (runtime, model, compute type, device, threads, beam, conditioning) per process."""
+    return _cached(opts.runtime, opts.model, opts.compute_type, opts.device, opts.cpu_threads, opts.beam_size,
+                   opts.condition_on_previous_text)

@@ -109,6 +109,7 @@ class _Tally:
     audio: dict[str, float] = field(default_factory=lambda: {"stereo": 0.0, "mono": 0.0})
     scores: dict[str, list[CallScore]] = field(default_factory=lambda: {"stereo": [], "mono": []})
     clips: dict[str, dict] = field(default_factory=dict)  # single-speaker clips, by file: clip_report()
+    per_call: dict[str, float | None] = field(default_factory=dict)  # "D001 stereo": CER or WER
     transcripts: dict[str, Transcript] = field(default_factory=dict)  # stereo, by call id
     errors: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0
@@ -243,6 +244,7 @@ def _summary(t: _Tally) -> dict:
         "cer_zh_clips": _r(_clip_rate(t.clips, "zh")),
         "wer_en_clips": _r(_clip_rate(t.clips, "en")),
         "clips": t.clips,
+        "per_call": t.per_call,
         # extras: CPU seconds per audio second (less sensitive to other load), mono figures, counts
         "rtf_cpu": _r(t.cpu["stereo"] / t.audio["stereo"] if t.audio["stereo"] else None),
         "rtf_mono": _r(t.wall["mono"] / t.audio["mono"] if t.audio["mono"] else None),
@@ -361,6 +363,7 @@ def _bench(rows: list[dict], manifest: Path, runtimes, workers: dict[str, tuple]
             t.audio[kind] += res["duration_s"]
             lang = str(r.get("language") or res["transcript"].language)
             t.scores[kind].append(score_call(r["turns"], res["transcript"], lang))
+            t.per_call[f"{cid} {kind}"] = _r(t.scores[kind][-1].error_rate)
             if kind == "stereo":
                 t.transcripts[cid] = res["transcript"]
     for name, (proc, conn) in workers.items():
@@ -409,6 +412,10 @@ def format_bench(result: dict[str, dict]) -> str:
                 cells += ["", ""] if d is None else [f"{d['error_rate']:.3f}",
                                                      f"{len(d['repeats'])} / {d['tail'] or '-'}"]
             lines.append("| " + " | ".join(cells) + " |")
+    if first.get("per_call"):
+        lines += ["", "| call | " + " | ".join(f"{n} CER/WER" for n in names) + " |", "|" + "---|" * (1 + len(names))]
+        for call in first["per_call"]:
+            lines.append(f"| {call} | " + " | ".join(f"{result[n]['per_call'].get(call, '')}" for n in names) + " |")
     lines.append(f"\n{first['calls']} calls ({first['audio_s']} s of audio), {first['mono_calls']} mono copies, "
                  f"{len(first.get('clips') or {})} clips.")
     for n in names[1:]:
