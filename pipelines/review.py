@@ -187,6 +187,36 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
     return (observed - expected) / (1.0 - expected)
 
 
+def gwet_ac1(pairs: list[tuple[str, str]]) -> float | None:
+    """Gwet's AC1 of (rater A, rater B) pairs: like kappa, but chance agreement from how spread the categories
+    are, so one rare category (most verdicts pass) does not sink it; None with no pairs."""
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    cats = Counter(a for a, _ in pairs) + Counter(b for _, b in pairs)
+    if len(cats) < 2:
+        return 1.0 if observed == 1.0 else 0.0
+    expected = sum((c / (2 * n)) * (1 - c / (2 * n)) for c in cats.values()) / (len(cats) - 1)
+    return (observed - expected) / (1.0 - expected)
+
+
+def bootstrap_interval(pairs: list[tuple[str, str]], stat=cohen_kappa, resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of `stat` over the pairs (seeded: the same pairs give the same interval);
+    None with fewer than 5 pairs, where it means nothing."""
+    import random
+
+    if len(pairs) < 5:
+        return None
+    rng = random.Random(seed)
+    values = sorted(v for _ in range(resamples)
+                    if (v := stat([pairs[rng.randrange(len(pairs))] for _ in pairs])) is not None)
+    last = len(values) - 1
+    lo, hi = values[int((1 - level) / 2 * last)], values[int((1 + level) / 2 * last)]
+    return round(lo, 3), round(hi, 3)
+
+
 @dataclass(frozen=True)
 class ItemAgreement:
     item_id: str
@@ -195,6 +225,8 @@ class ItemAgreement:
     raw_agreement: float | None
     kappa: float | None
     confusion: dict[str, int]  # "auto->human": count
+    ac1: float | None = None  # Gwet's AC1
+    kappa_interval: tuple[float, float] | None = None  # 95% bootstrap interval of kappa (5+ reviewed verdicts)
 
 
 def agreement(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None,
@@ -219,9 +251,10 @@ def agreement(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKL
     for item in items:
         pairs = by_item.get(item, [])
         agreed = sum(a == h for a, h in pairs)
-        k = cohen_kappa(pairs)
+        k, ac1 = cohen_kappa(pairs), gwet_ac1(pairs)
         out.append(ItemAgreement(item, len(pairs), agreed, round(agreed / len(pairs), 3) if pairs else None,
-                                 None if k is None else round(k, 3), dict(Counter(f"{a}->{h}" for a, h in pairs))))
+                                 None if k is None else round(k, 3), dict(Counter(f"{a}->{h}" for a, h in pairs)),
+                                 None if ac1 is None else round(ac1, 3), bootstrap_interval(pairs)))
     return out
 
 
@@ -232,12 +265,15 @@ def _item_ids(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int | 
 
 
 def format_agreement(stats: list[ItemAgreement]) -> str:
-    lines = [f"{'item':<20} {'reviewed':>8} {'agreed':>6} {'raw':>6} {'kappa':>6}  confusion (auto->human)"]
+    lines = [f"{'item':<20} {'reviewed':>8} {'agreed':>6} {'raw':>6} {'kappa':>6} {'95% CI':>13} {'AC1':>6}  "
+             "confusion (auto->human)"]
     for s in stats:
         raw = "-" if s.raw_agreement is None else f"{s.raw_agreement:.2f}"
         kappa = "-" if s.kappa is None else f"{s.kappa:.2f}"
+        ci = "-" if s.kappa_interval is None else f"{s.kappa_interval[0]:.2f}..{s.kappa_interval[1]:.2f}"
+        ac1 = "-" if s.ac1 is None else f"{s.ac1:.2f}"
         conf = ", ".join(f"{k}:{v}" for k, v in sorted(s.confusion.items()))
-        lines.append(f"{s.item_id:<20} {s.reviewed:>8} {s.agreed:>6} {raw:>6} {kappa:>6}  {conf}")
+        lines.append(f"{s.item_id:<20} {s.reviewed:>8} {s.agreed:>6} {raw:>6} {kappa:>6} {ci:>13} {ac1:>6}  {conf}")
     return "\n".join(lines)
 
 

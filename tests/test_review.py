@@ -193,3 +193,18 @@ def test_a_review_set_during_a_batch_waits_for_the_writer_lock_and_is_stored(db,
     assert result == [0]
     with duckdb.connect(str(db), read_only=True) as con:
         assert [(r.reviewer, r.comment) for r in list_reviews(con, "D003")] == [("lee", "during a run")]
+
+
+def test_gwet_ac1_and_the_bootstrap_interval():
+    """AC1 by hand: 20 pairs, 15 agree (po 0.75); pass share (12 + 11) / 40 = 0.575, so
+    pe = 0.575 * 0.425 + 0.425 * 0.575 = 0.48875 over (q - 1) = 1 → AC1 = (0.75 - 0.48875) / 0.51125.
+    A skewed table (almost all pass) keeps a high AC1 where kappa collapses; the interval is seeded and holds kappa."""
+    from callqa.pipelines.review import bootstrap_interval, cohen_kappa, gwet_ac1
+
+    pairs = [("pass", "pass")] * 9 + [("fail", "fail")] * 6 + [("pass", "fail")] * 3 + [("fail", "pass")] * 2
+    assert gwet_ac1(pairs) == pytest.approx((0.75 - 0.48875) / 0.51125)
+    skewed = [("pass", "pass")] * 18 + [("pass", "fail")] + [("fail", "pass")]
+    assert cohen_kappa(skewed) < 0 and gwet_ac1(skewed) > 0.85
+    lo, hi = bootstrap_interval(pairs)
+    assert lo < cohen_kappa(pairs) < hi and bootstrap_interval(pairs) == (lo, hi)
+    assert bootstrap_interval(pairs[:4]) is None and gwet_ac1([]) is None
