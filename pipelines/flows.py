@@ -300,6 +300,7 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
 
         engine: ChecklistEngine | None = None
         routed_engines: dict[str, ChecklistEngine] = {}
+        models_of: dict[int, dict] = {}  # engine → its model manifest part, hashed once per run, not per call
         bar = tqdm(total=len(plan.to_score) + len(plan.to_transcribe), desc="calls", unit="call", disable=not progress)
         t_prev = time.perf_counter()
 
@@ -354,7 +355,10 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
                     # tags first: a run killed between the two writes leaves the call unscored, so the next run
                     # scores (and tags) it again instead of skipping a scored call that has no tags
                     store.save_tags(rid, scored[1])
-                    store.save_score(rid, scored[0], scoring_models(eng or get_engine(timing)))
+                    scorer = eng or get_engine(timing)
+                    if id(scorer) not in models_of:
+                        models_of[id(scorer)] = scoring_models(scorer)
+                    store.save_score(rid, scored[0], models_of[id(scorer)])
                     counts["scored"] += 1
                     log.info("scored %s: %.0f", name, scored[0].score)
                 if routed_to is not None and rules is not None:  # after the score: a crash between re-routes it
