@@ -9,7 +9,7 @@ embedding of the turn before it (usually the other speaker: the question an answ
 objection replies to), and three position facts (first turn of its speaker, agent or customer, relative
 position in the call). A pair is (concern, reply, their elementwise product). Heads are two-layer MLPs
 whose outputs are calibrated probabilities (Platt scaling fitted on out-of-fold predictions when trained,
-see ``callqa train``). Inference is NumPy only; training lives in ``callqa.pipelines.train``.
+see ``callqa train``). Inference is NumPy only; training lives in ``callqa.pipelines.learn.train``.
 
 The file is a NumPy ``.npz``: ``meta`` (JSON: encoder name, feature layout, per-head calibration and
 threshold, training provenance) and per head ``<head>/w1``, ``b1``, ``w2``, ``b2``.

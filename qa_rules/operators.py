@@ -525,7 +525,7 @@ def _check_interrupts(v: Validator, node: dict, arg: Any, here: str) -> None:
           defaults={"seconds": INTERRUPT_MIN_OVERLAP})
 def _interrupts(arg: dict, ctx: Context, speaker: str, within: set[int] | None, exhaustive: bool) -> Match:
     """The speaker's sentences in segments that start while the other side's segment still runs more than
-    `seconds` past that start (the test `callqa.pipelines.call_metrics` counts interruptions with)."""
+    `seconds` past that start (the test `callqa.pipelines.reports.call_metrics` counts interruptions with)."""
     who = _speaker(arg, speaker)
     segs = ctx.spans()
     out = Match()

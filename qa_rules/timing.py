@@ -2,7 +2,7 @@
 
 One implementation for the checklist operators that judge timing (`silence_after`, `interrupts`, `speech_rate`,
 `within_seconds`, `sequence.within_seconds` in operators.py) and for the report's call metrics
-(`callqa.pipelines.call_metrics`), so a rule and a metric never disagree about what an interruption is.
+(`callqa.pipelines.reports.call_metrics`), so a rule and a metric never disagree about what an interruption is.
 Works on anything with `speaker`, `start`, `end` and `text` (a `Segment`, or a `Span` rebuilt from utterances).
 """
 

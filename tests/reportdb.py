@@ -18,9 +18,9 @@ _built: dict[str, Path] = {}
 
 
 def build_dev_db(path: Path) -> Path:
-    from callqa.pipelines.batch import file_sha256
-    from callqa.pipelines.flows import make_engine
-    from callqa.pipelines.store import Store, parse_started_at
+    from callqa.pipelines.run.batch import file_sha256
+    from callqa.pipelines.run.flows import make_engine
+    from callqa.pipelines.store.database import Store, parse_started_at
     from callqa.qa_rules.checklist import load_checklist
 
     from callqa.records import Transcript

@@ -15,9 +15,9 @@ from pathlib import Path
 import duckdb
 import pytest
 from callqa.pipelines.app.server import create_app
-from callqa.pipelines.call_metrics import load_segments
-from callqa.pipelines.report_data import agent_weeks, load_dataset, weekly_scorecard, weeks
-from callqa.pipelines.review import list_reviews
+from callqa.pipelines.reports.call_metrics import load_segments
+from callqa.pipelines.reports.report_data import agent_weeks, load_dataset, weekly_scorecard, weeks
+from callqa.pipelines.store.review import list_reviews
 from fastapi.testclient import TestClient
 
 from tests.reportdb import dev_db_copy
@@ -401,7 +401,7 @@ def test_without_a_token_only_loopback_and_same_origin(client, db):
 
 
 def test_the_command_refuses_a_public_address_without_a_token(db, capsys):
-    from callqa.pipelines.cli import main
+    from callqa.pipelines.cli.main import main
 
     assert main(["app", "--db", str(db), "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
@@ -412,7 +412,7 @@ def test_the_command_refuses_a_public_address_without_a_token(db, capsys):
 
 HOLD = """
 import sys, time
-from callqa.pipelines.store import WriterLock
+from callqa.pipelines.store.database import WriterLock
 lock = WriterLock(sys.argv[1], what="test batch").acquire()
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -461,7 +461,7 @@ def test_a_review_waits_for_the_batch_or_is_refused_with_503(tmp_path_factory):
 
 def test_rules_bench_runs_the_examples_and_a_dialogue(client, tmp_path, capsys):
     from callqa.pipelines.app.rules import run_examples
-    from callqa.pipelines.cli import main
+    from callqa.pipelines.cli.main import main
     from callqa.qa_rules.checklist import load_checklist
 
     cl = load_checklist("team_follow_up")

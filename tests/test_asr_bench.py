@@ -6,7 +6,7 @@ import json
 
 import pytest
 from callqa.models.metrics import align, normalize, score_call, tokens, zh_numerals_to_digits
-from callqa.pipelines.asr_bench import format_bench, run_bench
+from callqa.pipelines.bench.asr_bench import format_bench, run_bench
 
 from callqa.records import Segment, Transcript
 from tests.conftest import DEV, dev_calls

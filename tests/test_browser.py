@@ -120,7 +120,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, shared_data, encoder):
-    from callqa.pipelines.report import build_week_report, write_report
+    from callqa.pipelines.reports.report import build_week_report, write_report
 
     out = tmp_path_factory.mktemp("browser-report")
     with duckdb.connect(str(dev_db(tmp_path_factory)), read_only=True) as con:

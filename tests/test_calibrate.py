@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from callqa.pipelines.calibrate import labelled_calls, result_dict, run_calibration
+from callqa.pipelines.learn.calibrate import labelled_calls, result_dict, run_calibration
 from callqa.qa_rules.calibration import f1, fit_logistic, folds_of, sigmoid
 from callqa.qa_rules.checklist import parse_checklist
 from callqa.qa_rules.engine import ChecklistEngine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from callqa.pipelines.evaluate import predicted_label
+from callqa.pipelines.learn.evaluate import predicted_label
 from callqa.qa_rules.checklist import ChecklistError, load_checklist, parse_checklist
 from callqa.qa_rules.engine import call_score
 

@@ -7,8 +7,8 @@ import re
 import shutil
 
 import pytest
-from callqa.pipelines.cli import build_parser, main
-from callqa.pipelines.evaluate import LABELS
+from callqa.pipelines.cli.main import build_parser, main
+from callqa.pipelines.learn.evaluate import LABELS
 
 from tests.conftest import DEV, ROOT, SAMPLES
 

@@ -15,7 +15,7 @@ import time
 
 import duckdb
 import pytest
-from callqa.pipelines.cli import main
+from callqa.pipelines.cli.main import main
 
 from tests.conftest import SAMPLES
 

@@ -8,10 +8,10 @@ import shutil
 
 import duckdb
 import pytest
-from callqa.pipelines.batch import file_sha256
-from callqa.pipelines.flows import process_batch, run_scoring_flow, transcribe_job
-from callqa.pipelines.scale import load_partitions, partition_path
-from callqa.pipelines.store import Store
+from callqa.pipelines.run.batch import file_sha256
+from callqa.pipelines.run.flows import process_batch, run_scoring_flow, transcribe_job
+from callqa.pipelines.run.scale import load_partitions, partition_path
+from callqa.pipelines.store.database import Store
 
 from tests.conftest import SAMPLES
 

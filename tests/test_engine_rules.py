@@ -4,7 +4,7 @@ the behaviours the label rules describe, not the dev set's sentences."""
 from __future__ import annotations
 
 import pytest
-from callqa.pipelines.evaluate import evaluate_calls
+from callqa.pipelines.learn.evaluate import evaluate_calls
 from callqa.qa_rules.calibration import verdict_label
 
 from callqa.records import Segment, Transcript

@@ -7,8 +7,8 @@ import shutil
 
 import duckdb
 import pytest
-from callqa.pipelines.flows import score_recordings
-from callqa.pipelines.report_data import weekly_scorecard
+from callqa.pipelines.reports.report_data import weekly_scorecard
+from callqa.pipelines.run.flows import score_recordings
 
 from tests.conftest import BAD, DEV, dev_calls
 
@@ -135,7 +135,7 @@ def test_each_run_publishes_a_summary_artifact(first_run):
 
 
 def test_serve_registers_cron_scoring_and_weekly_report_deployments(first_run, tmp_path):
-    from callqa.pipelines.deploy import build_deployments, weekly_report
+    from callqa.pipelines.run.deploy import build_deployments, weekly_report
     from prefect.client.orchestration import get_client
 
     db, _ = first_run
@@ -152,7 +152,7 @@ def test_serve_registers_cron_scoring_and_weekly_report_deployments(first_run, t
 
 
 def test_multi_host_deployment_registers_in_a_work_pool(first_run, tmp_path):
-    from callqa.pipelines.deploy import deploy_to_pool
+    from callqa.pipelines.run.deploy import deploy_to_pool
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
@@ -162,7 +162,7 @@ def test_multi_host_deployment_registers_in_a_work_pool(first_run, tmp_path):
         dep_id = deploy_to_pool("callqa-test", str(tmp_path / "inbox"), str(db), str(tmp_path / "stage"),
                                 "tcp://10.0.0.1:8786")
         dep = client.read_deployment(dep_id)
-    assert dep.entrypoint == "pipelines/deploy.py:score_recordings_dask" and dep.work_pool_name == "callqa-test"
+    assert dep.entrypoint == "pipelines/run/deploy.py:score_recordings_dask" and dep.work_pool_name == "callqa-test"
     assert dep.job_variables["env"]["CALLQA_DASK_ADDRESS"] == "tcp://10.0.0.1:8786"
     assert dep.parameters["stage_dir"] == str(tmp_path / "stage")
 
@@ -203,9 +203,9 @@ def test_stored_transcripts_are_rescored_in_chunks_as_call_by_call(shared_data, 
     scoring call by call gives, each call is scored once per version, and a second run skips them all."""
     import re
 
-    from callqa.pipelines.batch import file_sha256
-    from callqa.pipelines.flows import process_batch
-    from callqa.pipelines.store import Store
+    from callqa.pipelines.run.batch import file_sha256
+    from callqa.pipelines.run.flows import process_batch
+    from callqa.pipelines.store.database import Store
     from callqa.qa_rules.checklist import load_checklist
     from prefect.client.orchestration import get_client
 

@@ -8,8 +8,8 @@ reading); set B never was (its figure is the honest one). Floors sit a little un
 from __future__ import annotations
 
 import pytest
-from callqa.pipelines.batch import read_manifest
-from callqa.pipelines.evaluate import attach_labels, classify_text, evaluate_calls
+from callqa.pipelines.learn.evaluate import attach_labels, classify_text, evaluate_calls
+from callqa.pipelines.run.batch import read_manifest
 
 from tests.conftest import ROOT
 

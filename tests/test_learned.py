@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from callqa.pipelines.batch import read_manifest
-from callqa.pipelines.evaluate import LABELS, attach_labels, classify_text, evaluate_calls, predicted_label
+from callqa.pipelines.learn.evaluate import LABELS, attach_labels, classify_text, evaluate_calls, predicted_label
+from callqa.pipelines.run.batch import read_manifest
 from callqa.qa_rules.checklist import CHECKLIST_DIR, ChecklistError, load_checklist, parse_checklist
 from callqa.qa_rules.learned import Head, Heads, load_heads
 
@@ -69,8 +69,8 @@ def test_shipped_checklist_pins_the_bundled_heads():
 def test_engine_verdicts_match_the_trainers_own_prediction(engine, checklist, encoder):
     """The engine (operators over utterances) and the trainer's predictor (features over the same split) agree
     call by call: what `callqa train` measured is what the pipeline does."""
-    from callqa.pipelines.train import prepare
-    from callqa.pipelines.train_eval import COMBOS, predict_with_rules
+    from callqa.pipelines.learn.train import prepare
+    from callqa.pipelines.learn.train_eval import COMBOS, predict_with_rules
 
     rows = read_manifest(DEV / "calls.jsonl", require_file=False)
     rules_cl = load_checklist("sales_core_rules")
@@ -123,7 +123,7 @@ def test_trained_checklist_on_real_chats_it_never_saw(shared_data, checklist, en
 
 def test_callqa_train_is_seeded_and_reproducible(tmp_path, capsys):
     """Two runs of `callqa train` on the same small slice of the corpus write byte-identical heads."""
-    from callqa.pipelines.cli import main
+    from callqa.pipelines.cli.main import main
 
     part = tmp_path / "slice"
     part.mkdir()
@@ -157,7 +157,7 @@ def team_engine(encoder):
 def test_team_item_is_refit_byte_for_byte_from_its_examples(tmp_path, capsys):
     """`callqa train --checklist` on the shipped team checklist rewrites the same heads (seeded, deterministic)
     and a checklist that pins them; the report says how the held-out examples fared."""
-    from callqa.pipelines.cli import main
+    from callqa.pipelines.cli.main import main
 
     assert main(["-q", "train", "--checklist", str(TEAM), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -208,7 +208,7 @@ def test_item_examples_are_validated(examples, message):
 
 
 def test_an_item_needs_enough_examples_to_fit(tmp_path):
-    from callqa.pipelines.train_items import run_item_training
+    from callqa.pipelines.learn.train_items import run_item_training
 
     path = tmp_path / "few.yaml"
     path.write_text("id: few\nversion: 1\nmodel: {heads: few.heads.npz}\nitems:\n  - id: a\n    title: {en: A}\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from callqa.pipelines.migrations import LATEST, MIGRATIONS, current_version, migrate
-from callqa.pipelines.status import run_status
-from callqa.pipelines.store import Store
+from callqa.pipelines.run.status import run_status
+from callqa.pipelines.store.database import Store
+from callqa.pipelines.store.migrations import LATEST, MIGRATIONS, current_version, migrate
 
 V1_SQL = Path(__file__).parent / "fixtures" / "schema_v1.sql"
 
@@ -50,7 +50,7 @@ def test_v1_database_upgrades_in_place_and_keeps_its_data(v1_db):
 
 
 def test_a_failing_migration_leaves_the_previous_version(v1_db, monkeypatch):
-    from callqa.pipelines import migrations
+    from callqa.pipelines.store import migrations
 
     broken = [*MIGRATIONS[:2], migrations.Migration(3, "broken", "CREATE TABLE x (a INT); SELECT no_such_column")]
     monkeypatch.setattr(migrations, "MIGRATIONS", broken)

@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import duckdb
-from callqa.pipelines.batch import file_sha256
-from callqa.pipelines.deploy import weekly_report_markdown
-from callqa.pipelines.flows import _mask_pii, process_batch
-from callqa.pipelines.report import build_week_report, make_report, markdown_summary
-from callqa.pipelines.scale import write_partition
+from callqa.pipelines.reports.report import build_week_report, make_report, markdown_summary
+from callqa.pipelines.run.batch import file_sha256
+from callqa.pipelines.run.deploy import weekly_report_markdown
+from callqa.pipelines.run.flows import _mask_pii, process_batch
+from callqa.pipelines.run.scale import write_partition
 
 from callqa.records import Segment, Transcript
 from tests.conftest import SAMPLES

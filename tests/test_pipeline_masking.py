@@ -6,9 +6,9 @@ import json
 import shutil
 
 import duckdb
-from callqa.pipelines.batch import file_sha256
-from callqa.pipelines.flows import process_batch
-from callqa.pipelines.store import Store
+from callqa.pipelines.run.batch import file_sha256
+from callqa.pipelines.run.flows import process_batch
+from callqa.pipelines.store.database import Store
 
 from callqa.records import Segment, Transcript
 from tests.conftest import SAMPLES
@@ -58,7 +58,7 @@ def test_masking_can_be_turned_off(tmp_path):
 
 
 def test_new_transcripts_are_stored_masked(tmp_path):
-    from callqa.pipelines.store import register_text_filter, unregister_text_filter
+    from callqa.pipelines.store.database import register_text_filter, unregister_text_filter
     from callqa.qa_rules.pii import mask_pii
 
     register_text_filter(mask_pii)

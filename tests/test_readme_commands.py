@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from callqa.pipelines.cli import build_parser
+from callqa.pipelines.cli.main import build_parser
 
 from tests.conftest import ROOT
 

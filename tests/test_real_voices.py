@@ -24,7 +24,7 @@ from callqa.models.asr import (
 from callqa.models.audio import load_audio
 from callqa.models.metrics import tokens
 from callqa.models.vad import SpeechSpan
-from callqa.pipelines.asr_bench import clip_report
+from callqa.pipelines.bench.asr_bench import clip_report
 
 from callqa.records import Word
 from tests.conftest import DEV, SHARED

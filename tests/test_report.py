@@ -22,7 +22,7 @@ def _iso_week(started_at: str) -> str:
 
 def _label_scores() -> dict[tuple[str, str], list[float]]:
     """Call scores a careful reviewer's labels give, by (agent, week), with the engine's scoring rule."""
-    from callqa.pipelines.review import label_to_verdict
+    from callqa.pipelines.store.review import label_to_verdict
     from callqa.qa_rules.checklist import load_checklist
     from callqa.qa_rules.engine import call_score
 
@@ -43,7 +43,7 @@ def db(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def written(db, tmp_path_factory, encoder):
-    from callqa.pipelines.report import build_week_report, write_report
+    from callqa.pipelines.reports.report import build_week_report, write_report
 
     out = tmp_path_factory.mktemp("report")
     with duckdb.connect(str(db), read_only=True) as con:
@@ -53,7 +53,7 @@ def written(db, tmp_path_factory, encoder):
 
 
 def test_a06_improves_week_over_week_as_the_labels_say(db, written):
-    from callqa.pipelines.report_data import load_dataset, week_summary
+    from callqa.pipelines.reports.report_data import load_dataset, week_summary
 
     report, files = written
     labels = _label_scores()
@@ -82,8 +82,8 @@ def test_a06_improves_week_over_week_as_the_labels_say(db, written):
 def test_with_the_labels_as_reviews_the_report_shows_the_labels_trend(tmp_path_factory, shared_data):
     """Human reviews override the machine: with every label recorded as a review, the report's A06
     scores are exactly the labels' (0 -> 80 -> 100)."""
-    from callqa.pipelines.report_data import load_dataset, week_summary
-    from callqa.pipelines.review import import_labels
+    from callqa.pipelines.reports.report_data import load_dataset, week_summary
+    from callqa.pipelines.store.review import import_labels
 
     from tests.reportdb import dev_db_copy
 
@@ -97,7 +97,7 @@ def test_with_the_labels_as_reviews_the_report_shows_the_labels_trend(tmp_path_f
 
 
 def test_a05_forbidden_phrases_match_the_labels(db, written, tmp_path):
-    from callqa.pipelines.report_data import load_dataset, week_summary
+    from callqa.pipelines.reports.report_data import load_dataset, week_summary
 
     labelled: dict[str, int] = defaultdict(int)
     for row in dev_calls():
@@ -202,7 +202,7 @@ def test_call_metrics_shown_per_agent(written):
 
 
 def test_markdown_summary_lists_every_agent(written):
-    from callqa.pipelines.report import markdown_summary
+    from callqa.pipelines.reports.report import markdown_summary
 
     report, _ = written
     md = markdown_summary(report, link="file:///reports/index.html")
@@ -212,7 +212,7 @@ def test_markdown_summary_lists_every_agent(written):
 
 
 def test_cli_report_writes_the_week(db, tmp_path, capsys):
-    from callqa.pipelines.cli import main
+    from callqa.pipelines.cli.main import main
 
     assert main(["report", "--db", str(db), "--week", "2026-W45", "--out", str(tmp_path), "--no-clips",
                  "--no-semantic"]) == 0

@@ -8,7 +8,7 @@ from tests.reportdb import dev_db
 
 
 def test_publish_artifact_inside_a_flow(prefect_server, tmp_path_factory, shared_data):
-    from callqa.pipelines.report import build_week_report, publish_artifact
+    from callqa.pipelines.reports.report import build_week_report, publish_artifact
     from prefect import flow
     from prefect.client.orchestration import get_client
 

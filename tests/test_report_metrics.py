@@ -8,7 +8,7 @@ from callqa.records import Segment
 
 
 def test_call_metrics_exact():
-    from callqa.pipelines.call_metrics import call_metrics
+    from callqa.pipelines.reports.call_metrics import call_metrics
 
     segs = [
         Segment("agent", 0.0, 4.0, "Hello, this is Sam from Nova."),  # 6 words
@@ -28,7 +28,7 @@ def test_call_metrics_exact():
 
 
 def test_agent_metrics_aggregate():
-    from callqa.pipelines.call_metrics import agent_metrics, call_metrics
+    from callqa.pipelines.reports.call_metrics import agent_metrics, call_metrics
 
     a = call_metrics([Segment("agent", 0, 6, "one two three"), Segment("customer", 6, 8, "ok")], 10)
     b = call_metrics([Segment("agent", 0, 2, "hi"), Segment("customer", 2, 10, "long story here")], 10)
@@ -47,7 +47,7 @@ def test_agent_metrics_aggregate():
     ("It has a stainless steel drum.", None, None),
 ])
 def test_promise_patterns(text, kind, due):
-    from callqa.pipelines.followups import PromiseDetector
+    from callqa.pipelines.reports.followups import PromiseDetector
 
     found = PromiseDetector().find([Segment("agent", 0, 1, "Hello, this is Sam."), Segment("agent", 1, 3, text)])
     assert [p.kind for p in found] == ([kind] if kind else [])
@@ -56,7 +56,7 @@ def test_promise_patterns(text, kind, due):
 
 
 def test_semantic_promise_detector_catches_other_wording(encoder):
-    from callqa.pipelines.followups import PromiseDetector
+    from callqa.pipelines.reports.followups import PromiseDetector
 
     segs = [Segment("agent", 0, 1, "您好，我是王琳。"),
             Segment("agent", 1, 3, "好的，您到店里找我，我帮您把安装尺寸量好。"),

@@ -14,7 +14,7 @@ def db(tmp_path_factory, shared_data):
 
 
 def test_cohen_kappa_known_values():
-    from callqa.pipelines.review import cohen_kappa
+    from callqa.pipelines.store.review import cohen_kappa
 
     # 20 pairs: 9 pass/pass, 6 fail/fail, 3 pass/fail, 2 fail/pass → po 0.75, pe 0.6*0.55+0.4*0.45 = 0.51
     pairs = [("pass", "pass")] * 9 + [("fail", "fail")] * 6 + [("pass", "fail")] * 3 + [("fail", "pass")] * 2
@@ -25,8 +25,8 @@ def test_cohen_kappa_known_values():
 
 
 def test_override_changes_the_report_and_keeps_history(db):
-    from callqa.pipelines.report_data import load_dataset, week_summary
-    from callqa.pipelines.review import add_review, list_reviews
+    from callqa.pipelines.reports.report_data import load_dataset, week_summary
+    from callqa.pipelines.store.review import add_review, list_reviews
 
     with duckdb.connect(str(db)) as con:
         before = load_dataset(con)
@@ -52,7 +52,7 @@ def test_override_changes_the_report_and_keeps_history(db):
 
 
 def test_bad_reviews_are_refused(db):
-    from callqa.pipelines.review import add_review
+    from callqa.pipelines.store.review import add_review
 
     with duckdb.connect(str(db)) as con:
         with pytest.raises(ValueError, match="no call or recording"):
@@ -67,8 +67,8 @@ def test_bad_reviews_are_refused(db):
 
 def test_agreement_against_the_labels_matches_eval(db, shared_data, checklist):
     """Labels imported as reviews: raw agreement per item equals what `callqa eval` counts."""
-    from callqa.pipelines.evaluate import predicted_label
-    from callqa.pipelines.review import agreement, import_labels
+    from callqa.pipelines.learn.evaluate import predicted_label
+    from callqa.pipelines.store.review import agreement, import_labels
 
     from tests.conftest import dev_calls
 
@@ -89,7 +89,7 @@ def test_agreement_against_the_labels_matches_eval(db, shared_data, checklist):
 
 
 def test_cli_review_set_list_stats(db, capsys):
-    from callqa.pipelines.cli import main
+    from callqa.pipelines.cli.main import main
 
     assert main(["review", "set", "--db", str(db), "--call", "D030", "--item", "usage_scenario", "--verdict",
                  "pass", "--reviewer", "lee", "--comment", "asks who uses it"]) == 0
@@ -108,11 +108,11 @@ def test_every_view_of_a_week_agrees_once_reviews_exist(db, tmp_path, capsys):
     critical fails and pass rates per agent, and the overrides moved the numbers."""
     import json
 
-    from callqa.pipelines.cli import main
-    from callqa.pipelines.deploy import weekly_report_markdown
-    from callqa.pipelines.report import make_report
-    from callqa.pipelines.report_data import load_dataset, weekly_scorecard
-    from callqa.pipelines.review import add_review
+    from callqa.pipelines.cli.main import main
+    from callqa.pipelines.reports.report import make_report
+    from callqa.pipelines.reports.report_data import load_dataset, weekly_scorecard
+    from callqa.pipelines.run.deploy import weekly_report_markdown
+    from callqa.pipelines.store.review import add_review
 
     with duckdb.connect(str(db)) as con:
         ds = load_dataset(con)
@@ -176,9 +176,9 @@ def test_a_review_set_during_a_batch_waits_for_the_writer_lock_and_is_stored(db,
     import threading
     import time
 
-    from callqa.pipelines.cli import main
-    from callqa.pipelines.review import list_reviews
-    from callqa.pipelines.store import WriterLock
+    from callqa.pipelines.cli.main import main
+    from callqa.pipelines.store.database import WriterLock
+    from callqa.pipelines.store.review import list_reviews
 
     lock = WriterLock(db, what="callqa run (test)").acquire()
     result: list[int] = []
@@ -199,7 +199,7 @@ def test_gwet_ac1_and_the_bootstrap_interval():
     """AC1 by hand: 20 pairs, 15 agree (po 0.75); pass share (12 + 11) / 40 = 0.575, so
     pe = 0.575 * 0.425 + 0.425 * 0.575 = 0.48875 over (q - 1) = 1 → AC1 = (0.75 - 0.48875) / 0.51125.
     A skewed table (almost all pass) keeps a high AC1 where kappa collapses; the interval is seeded and holds kappa."""
-    from callqa.pipelines.review import bootstrap_interval, cohen_kappa, gwet_ac1
+    from callqa.pipelines.store.review import bootstrap_interval, cohen_kappa, gwet_ac1
 
     pairs = [("pass", "pass")] * 9 + [("fail", "fail")] * 6 + [("pass", "fail")] * 3 + [("fail", "pass")] * 2
     assert gwet_ac1(pairs) == pytest.approx((0.75 - 0.48875) / 0.51125)

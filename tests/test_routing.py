@@ -97,11 +97,11 @@ def test_bad_routing_files_name_the_field(text, field):
 def test_a_batch_run_routes_skips_and_the_scorecard_counts_both(tmp_path: Path):
     """Four calls of two agents in one week: an English outbound call (routed to sales_core_timing), a Mandarin
     one (sales_core), a voicemail and a hang-up (skipped). Their transcripts are stored first, so no ASR runs."""
-    from callqa.pipelines.batch import file_sha256
-    from callqa.pipelines.flows import process_batch
-    from callqa.pipelines.report_data import weekly_scorecard
-    from callqa.pipelines.scorecard import format_scorecard
-    from callqa.pipelines.store import Store
+    from callqa.pipelines.reports.report_data import weekly_scorecard
+    from callqa.pipelines.reports.scorecard import format_scorecard
+    from callqa.pipelines.run.batch import file_sha256
+    from callqa.pipelines.run.flows import process_batch
+    from callqa.pipelines.store.database import Store
 
     batch, db = tmp_path / "batch", tmp_path / "calls.duckdb"
     batch.mkdir()

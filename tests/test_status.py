@@ -8,9 +8,9 @@ import shutil
 
 import duckdb
 import pytest
-from callqa.pipelines.batch import discover
-from callqa.pipelines.cli import main
-from callqa.pipelines.flows import process_batch
+from callqa.pipelines.cli.main import main
+from callqa.pipelines.run.batch import discover
+from callqa.pipelines.run.flows import process_batch
 
 from tests.conftest import BAD, SAMPLES
 
@@ -87,7 +87,7 @@ def test_status_on_missing_db_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("cmd", [["status"], ["serve"], ["pipeline-bench"]])
 def test_help_on_operations_commands(cmd, capsys):
-    from callqa.pipelines.cli import build_parser
+    from callqa.pipelines.cli.main import build_parser
 
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([*cmd, "--help"])

@@ -3,7 +3,13 @@ generated database. Numbers are printed, never asserted (the machine is shared).
 
 from __future__ import annotations
 
-from callqa.pipelines.pipeline_bench import STAGES, format_bench, generate_verdicts, run_bench, scorecard_query_bench
+from callqa.pipelines.bench.pipeline_bench import (
+    STAGES,
+    format_bench,
+    generate_verdicts,
+    run_bench,
+    scorecard_query_bench,
+)
 
 
 def test_generated_verdicts_feed_the_real_scorecard_query(tmp_path):

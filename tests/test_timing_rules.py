@@ -85,7 +85,7 @@ def test_silence_after_reads_the_whole_turn_and_ignores_the_calls_end():
 
 
 def test_interrupts_counts_what_call_metrics_counts():
-    from callqa.pipelines.call_metrics import call_metrics
+    from callqa.pipelines.reports.call_metrics import call_metrics
 
     talked_over = call("D016", pull={6: 1.2})  # the agent starts 1.2 s before the customer's question ends
     assert hits({"interrupts": {"seconds": 1.0}}, talked_over) == [

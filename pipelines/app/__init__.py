@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from callqa.pipelines.store import DEFAULT_DB
+from callqa.pipelines.store.database import DEFAULT_DB
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 

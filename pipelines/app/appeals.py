@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
-from callqa.pipelines.review import VERDICTS, add_review, effective_verdicts_sql, resolve_recording
+from callqa.pipelines.store.review import VERDICTS, add_review, effective_verdicts_sql, resolve_recording
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 from .db import has_table

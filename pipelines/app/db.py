@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-from callqa.pipelines.store import DatabaseBusy, Store, WriterLock, connect
+from callqa.pipelines.store.database import DatabaseBusy, Store, WriterLock, connect
 
 
 class AppDB:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from callqa.pipelines.report_data import Call, Dataset, Verdict
+from callqa.pipelines.reports.report_data import Call, Dataset, Verdict
 
 LOW_CONFIDENCE = 0.7
 SAMPLE_SHARE = 0.10

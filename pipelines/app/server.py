@@ -28,8 +28,8 @@ from urllib.parse import urlencode
 
 import duckdb
 import jinja2
-from callqa.pipelines.call_metrics import load_segments
-from callqa.pipelines.report_data import (
+from callqa.pipelines.reports.call_metrics import load_segments
+from callqa.pipelines.reports.report_data import (
     Call,
     Dataset,
     agent_weeks,
@@ -39,8 +39,8 @@ from callqa.pipelines.report_data import (
     weekly_scorecard,
     weeks,
 )
-from callqa.pipelines.review import VERDICTS, add_review, list_reviews, resolve_recording
-from callqa.pipelines.store import WEEK_EXPR, DatabaseBusy, latest_checklist_version
+from callqa.pipelines.store.database import WEEK_EXPR, DatabaseBusy, latest_checklist_version
+from callqa.pipelines.store.review import VERDICTS, add_review, list_reviews, resolve_recording
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -264,7 +264,7 @@ class AudioCache:
         out = Path(self._dir.name) / f"{recording_id}.wav"
         if not out.is_file():
             import soundfile as sf
-            from callqa.pipelines.coaching import read_span
+            from callqa.pipelines.reports.coaching import read_span
 
             data, sr = read_span(path, 0.0, 24 * 3600.0)
             tmp = out.with_suffix(".part")
@@ -441,7 +441,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
             raise AppError(400, f"a clip needs 0 <= start < end and at most {MAX_CLIP_S:.0f} s")
         path = read(lambda con: recording_path(con, recording_id))
         import soundfile as sf
-        from callqa.pipelines.coaching import read_span
+        from callqa.pipelines.reports.coaching import read_span
 
         data, sr = read_span(path, max(0.0, start - CLIP_PAD_S), end + CLIP_PAD_S)
         if not len(data):

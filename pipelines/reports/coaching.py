@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from callqa.pipelines.report_data import Call, Dataset, WeekSummary
+from callqa.pipelines.reports.report_data import Call, Dataset, WeekSummary
 
 from callqa.records import Segment
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from callqa.pipelines.store import WEEK_EXPR, latest_checklist_version
+from callqa.pipelines.store.database import WEEK_EXPR, latest_checklist_version
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 VERDICTS = ("pass", "fail", "na")
@@ -287,7 +287,7 @@ def label_to_verdict(polarity: str, label: bool | None) -> str:
 def import_labels(con: duckdb.DuckDBPyConnection, manifest: str | Path, reviewer: str = "labels",
                   checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> int:
     """Record a labelled manifest's `labels` as human reviews (matched by call_id); returns how many."""
-    from callqa.pipelines.batch import read_manifest
+    from callqa.pipelines.run.batch import read_manifest
 
     ensure_review_schema(con)
     n = 0

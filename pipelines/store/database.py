@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 from callqa.models.weights import BUNDLED_WHISPER, bundled_whisper_stamp
-from callqa.pipelines.migrations import LATEST, current_version, migrate
+from callqa.pipelines.store.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist, parse_checklist
 from callqa.qa_rules.routing import Route, Routing
 

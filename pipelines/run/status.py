@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from callqa.pipelines.store import Store, WriterLock
+from callqa.pipelines.store.database import Store, WriterLock
 
 
 def run_status(db: str | Path, limit: int = 10, wait: float = 10.0) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def run_status(db: str | Path, limit: int = 10, wait: float = 10.0) -> dict[str,
             " ORDER BY r.started_at DESC LIMIT 1) ORDER BY file"
         ).fetchall()
         totals = dict(con.execute("SELECT status, count(*) FROM recordings GROUP BY status").fetchall())
-        from callqa.pipelines.migrations import current_version
+        from callqa.pipelines.store.migrations import current_version
 
         version = current_version(con)
     # the lock file names its holder only while the holder lives (it is emptied on release)

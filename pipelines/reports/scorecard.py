@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from callqa.pipelines.report_data import Scorecard
+from callqa.pipelines.reports.report_data import Scorecard
 
 
 def format_scorecard(card: Scorecard, lang: str = "en") -> str:

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from callqa.pipelines.store import DEFAULT_DB, Store
+from callqa.pipelines.store.database import DEFAULT_DB, Store
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from callqa.pipelines.report import make_report
+    from callqa.pipelines.reports.report import make_report
 
     try:
         report, files = make_report(args.db, args.week, args.out, args.checklist, clips=not args.no_clips,
@@ -35,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from callqa.pipelines import review as rv
+    from callqa.pipelines.store import review as rv
 
     problem = _check_review(args)
     if problem:

@@ -17,8 +17,8 @@ from datetime import datetime
 from functools import cached_property
 
 import duckdb
-from callqa.pipelines.review import effective_verdicts_sql
-from callqa.pipelines.store import WEEK_EXPR, latest_checklist_version, stored_checklist
+from callqa.pipelines.store.database import WEEK_EXPR, latest_checklist_version, stored_checklist
+from callqa.pipelines.store.review import effective_verdicts_sql
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from callqa.qa_rules.engine import call_score
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from callqa.pipelines.store import Store
+from callqa.pipelines.store.database import Store
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 STAGES = ("decode", "asr", "checklist", "storage", "orchestration")
@@ -29,7 +29,7 @@ STAGES = ("decode", "asr", "checklist", "storage", "orchestration")
 
 def default_sources() -> list[Path]:
     """The bundled sample calls, then the shared dev calls when present ($CALLQA_SHARED_DATA)."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     shared = Path(os.environ.get("CALLQA_SHARED_DATA", repo.parent / "shared" / "data")) / "dev" / "audio"
     return [repo / "samples" / "calls"] + ([shared] if shared.is_dir() else [])
 
@@ -76,7 +76,7 @@ def _split(summary, wall: float) -> dict[str, Any]:
 def run_bench(n: int = 8, workers: tuple[int, ...] = (1, 2), sources: list[Path] | None = None,
               prefect: bool = False, keep: Path | None = None) -> dict[str, Any]:
     """Score the same `n` calls once per worker count into fresh databases; returns the comparison."""
-    from callqa.pipelines import flows
+    from callqa.pipelines.run import flows
 
     sources = sources or default_sources()
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="callqa-bench-"))
@@ -162,7 +162,7 @@ def generate_verdicts(db: str | Path, verdict_rows: int = 1_000_000, agents: int
 
 def scorecard_query_bench(db: str | Path, repeats: int = 5) -> dict[str, Any]:
     """Time `weekly_scorecard` (the function `callqa scorecard` runs) on the busiest week."""
-    from callqa.pipelines.report_data import weekly_scorecard, weeks
+    from callqa.pipelines.reports.report_data import weekly_scorecard, weeks
 
     with Store(db, read_only=True) as store:
         wk = weeks(store.con)

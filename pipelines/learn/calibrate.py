@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callqa.pipelines.batch import read_manifest
-from callqa.pipelines.evaluate import attach_labels, call_key
+from callqa.pipelines.learn.evaluate import attach_labels, call_key
+from callqa.pipelines.run.batch import read_manifest
 from callqa.qa_rules.calibration import CalibrationResult, LabelledCall, calibrate, render_calibrated
 from callqa.qa_rules.checklist import Checklist
 

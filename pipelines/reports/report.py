@@ -18,11 +18,18 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-from callqa.pipelines.call_metrics import AgentMetrics, CallMetrics, agent_metrics, call_metrics, load_segments
-from callqa.pipelines.coaching import Example, Focus, agent_focus, item_examples, with_clips
-from callqa.pipelines.followups import PromiseDetector
-from callqa.pipelines.report_data import Dataset, WeekSummary, agent_weeks, item_title, load_dataset, week_summary
-from callqa.pipelines.review import ItemAgreement, agreement
+from callqa.pipelines.reports.call_metrics import AgentMetrics, CallMetrics, agent_metrics, call_metrics, load_segments
+from callqa.pipelines.reports.coaching import Example, Focus, agent_focus, item_examples, with_clips
+from callqa.pipelines.reports.followups import PromiseDetector
+from callqa.pipelines.reports.report_data import (
+    Dataset,
+    WeekSummary,
+    agent_weeks,
+    item_title,
+    load_dataset,
+    week_summary,
+)
+from callqa.pipelines.store.review import ItemAgreement, agreement
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 from callqa.records import Segment, TextEmbedder
@@ -115,8 +122,8 @@ def attach_clips(report: WeekReport, out_dir: Path, pad: float = 2.0) -> None:
 
 def write_report(report: WeekReport, out_dir: str | Path, clips: bool = True, pad: float = 2.0) -> ReportFiles:
     """Write index.html, agents/*.html, calls/*.html, clips/*.wav and the CSV + Parquet exports."""
-    from callqa.pipelines.report_export import export_tables
-    from callqa.pipelines.report_html import render_agent, render_call, render_index
+    from callqa.pipelines.reports.report_export import export_tables
+    from callqa.pipelines.reports.report_html import render_agent, render_call, render_index
 
     out = Path(out_dir)
     (out / "agents").mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from callqa.pipelines.store import DEFAULT_DB, Store
+from callqa.pipelines.store.database import DEFAULT_DB, Store
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from prefect import flow, get_run_logger
 
@@ -24,8 +24,8 @@ REPORT_DEPLOYMENT = "scorecard-weekly"
 
 def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: str = DEFAULT_CHECKLIST) -> str:
     """The weekly report as markdown. The reports module may replace this function (same signature)."""
-    from callqa.pipelines.report_data import weekly_scorecard
-    from callqa.pipelines.scorecard import format_scorecard
+    from callqa.pipelines.reports.report_data import weekly_scorecard
+    from callqa.pipelines.reports.scorecard import format_scorecard
 
     with Store(db, read_only=True, wait=120) as store:
         try:
@@ -54,7 +54,7 @@ def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str 
     for an inbox that should be scored within seconds of a file landing), the scorecard on `report_cron`."""
     from datetime import timedelta
 
-    from callqa.pipelines.flows import score_recordings
+    from callqa.pipelines.run.flows import score_recordings
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     tz = timezone or os.environ.get("TZ") or "UTC"
@@ -89,18 +89,18 @@ def serve(inbox: str | Path, **kwargs) -> None:
 
 
 def _dask_runner_from_env():
-    from callqa.pipelines.scale import dask_task_runner
+    from callqa.pipelines.run.scale import dask_task_runner
 
     return dask_task_runner(os.environ.get("CALLQA_DASK_ADDRESS"), int(os.environ.get("CALLQA_DASK_WORKERS", "2")))
 
 
 def _score_on_dask():
-    from callqa.pipelines.flows import score_recordings
+    from callqa.pipelines.run.flows import score_recordings
 
     return score_recordings.with_options(name="score-recordings-dask", task_runner=_dask_runner_from_env())
 
 
-def __getattr__(name: str):  # `pipelines/deploy.py:score_recordings_dask`, the work-pool entrypoint, built lazily
+def __getattr__(name: str):  # `pipelines/run/deploy.py:score_recordings_dask`, the work-pool entrypoint, built lazily
     if name == "score_recordings_dask":
         return _score_on_dask()
     raise AttributeError(name)
@@ -111,8 +111,8 @@ def deploy_to_pool(pool: str, inbox: str, db: str, stage_dir: str, dask_address:
     """Register `score-recordings-dask` in a work pool: a Prefect worker of `pool` runs the flow (the single
     DuckDB writer), transcription tasks go to the Dask scheduler at `dask_address`, transcripts to the shared
     `stage_dir`. Every path must be the same on every host. Returns the deployment id."""
-    src = str(source or Path(__file__).resolve().parents[1])
-    flow_ = _score_on_dask().from_source(src, "pipelines/deploy.py:score_recordings_dask")
+    src = str(source or Path(__file__).resolve().parents[2])
+    flow_ = _score_on_dask().from_source(src, "pipelines/run/deploy.py:score_recordings_dask")
     # to_deployment + apply rather than .deploy(): the latter's online-worker check fails on prefect 3.8.8 (422)
     dep = flow_.to_deployment(
         name, work_pool_name=pool, cron=cron, concurrency_limit=1,

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from callqa.pipelines.store import DEFAULT_DB, DatabaseBusy
+from callqa.pipelines.store.database import DEFAULT_DB, DatabaseBusy
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 log = logging.getLogger("callqa")
@@ -49,7 +49,7 @@ def _add_asr_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from callqa.pipelines.flows import RunConfig
+    from callqa.pipelines.run.flows import RunConfig
 
     config = RunConfig(db=str(args.db), checklist=args.checklist, asr=_asr_options(args),
                        max_attempts=args.max_attempts, progress=not args.quiet, workers=args.workers, wait=args.wait,
@@ -60,22 +60,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dask or args.dask_address:
             print("callqa run: --dask needs Prefect (drop --no-prefect)", file=sys.stderr)
             return 2
-        from callqa.pipelines.flows import process_batch
+        from callqa.pipelines.run.flows import process_batch
 
         summary = process_batch(str(args.dir), manifest, config)
     else:
         if not os.environ.get("PREFECT_API_URL"):
             log.info("no Prefect server configured (PREFECT_API_URL): starting a temporary one for this run "
                      "(about 20 s; use `prefect server start` for scheduled runs, or --no-prefect)")
-        from callqa.pipelines.flows import run_scoring_flow
+        from callqa.pipelines.run.flows import run_scoring_flow
 
         summary = run_scoring_flow(str(args.dir), manifest=manifest, dask=args.dask, dask_address=args.dask_address,
                                    **config.flow_parameters())
     for line in summary.lines():
         print(line)
-    from callqa.pipelines.report_data import weekly_scorecard, weeks
-    from callqa.pipelines.scorecard import format_scorecard
-    from callqa.pipelines.store import Store
+    from callqa.pipelines.reports.report_data import weekly_scorecard, weeks
+    from callqa.pipelines.reports.scorecard import format_scorecard
+    from callqa.pipelines.store.database import Store
     from callqa.qa_rules.checklist import load_checklist
 
     if args.routing:  # one scorecard per checklist the routing can pick
@@ -97,9 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scorecard(args: argparse.Namespace) -> int:
-    from callqa.pipelines.report_data import weekly_scorecard
-    from callqa.pipelines.scorecard import format_scorecard
-    from callqa.pipelines.store import Store
+    from callqa.pipelines.reports.report_data import weekly_scorecard
+    from callqa.pipelines.reports.scorecard import format_scorecard
+    from callqa.pipelines.store.database import Store
 
     with Store(args.db, read_only=True) as store:
         try:
@@ -115,7 +115,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from callqa.pipelines.status import format_status, run_status
+    from callqa.pipelines.run.status import format_status, run_status
 
     st = run_status(args.db, args.limit)
     print(json.dumps(st, ensure_ascii=False, indent=2, default=str) if args.json else format_status(st))
@@ -123,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from callqa.pipelines.deploy import serve
+    from callqa.pipelines.run.deploy import serve
 
     serve(args.dir, db=args.db, cron=args.cron, report_cron=args.report_cron, manifest=args.manifest,
           checklist=args.checklist, max_attempts=args.max_attempts, workers=args.workers, timezone=args.timezone,
@@ -132,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_bench(args: argparse.Namespace) -> int:
-    from callqa.pipelines.pipeline_bench import main_bench
+    from callqa.pipelines.bench.pipeline_bench import main_bench
 
     workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
     print(main_bench(args.calls, workers, args.prefect, args.json, args.scorecard_rows, args.source))
@@ -141,7 +141,7 @@ def cmd_pipeline_bench(args: argparse.Namespace) -> int:
 
 def cmd_asr_bench(args: argparse.Namespace) -> int:
     from callqa.models.asr import AsrOptions
-    from callqa.pipelines.asr_bench import WorkerDied, format_bench, run_bench
+    from callqa.pipelines.bench.asr_bench import WorkerDied, format_bench, run_bench
 
     opts = AsrOptions(cpu_threads=args.threads, beam_size=args.beam_size or AsrOptions().beam_size, model=args.model,
                       vocabulary=tuple(v.strip() for v in (args.vocabulary or "").split(",") if v.strip()))
@@ -156,9 +156,9 @@ def cmd_asr_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from callqa.pipelines.batch import read_manifest
-    from callqa.pipelines.evaluate import LABELS, attach_labels, classify_text, evaluate_calls, format_eval
-    from callqa.pipelines.flows import make_engine
+    from callqa.pipelines.learn.evaluate import LABELS, attach_labels, classify_text, evaluate_calls, format_eval
+    from callqa.pipelines.run.batch import read_manifest
+    from callqa.pipelines.run.flows import make_engine
     from callqa.qa_rules.checklist import load_checklist
 
     checklist = load_checklist(args.checklist)
@@ -193,9 +193,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_from_audio(args: argparse.Namespace, checklist, rows: list[dict]) -> list:
-    from callqa.pipelines.batch import file_sha256
-    from callqa.pipelines.flows import RunConfig, process_batch
-    from callqa.pipelines.store import Store
+    from callqa.pipelines.run.batch import file_sha256
+    from callqa.pipelines.run.flows import RunConfig, process_batch
+    from callqa.pipelines.store.database import Store
 
     from callqa.records import Evidence, ItemVerdict
 
@@ -221,8 +221,8 @@ def _eval_from_audio(args: argparse.Namespace, checklist, rows: list[dict]) -> l
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from callqa.pipelines.calibrate import format_calibration, result_dict, run_calibration
-    from callqa.pipelines.flows import make_engine
+    from callqa.pipelines.learn.calibrate import format_calibration, result_dict, run_calibration
+    from callqa.pipelines.run.flows import make_engine
     from callqa.qa_rules.checklist import load_checklist
 
     checklist = load_checklist(args.checklist)
@@ -236,7 +236,7 @@ TRAIN_EPOCHS = 60
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from callqa.pipelines.train import TrainConfig, run_training
+    from callqa.pipelines.learn.train import TrainConfig, run_training
 
     if not args.manifest and not args.checklist:
         print("callqa train: give --manifest (labelled calls) and/or --checklist (items with examples)",
@@ -250,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{len(heads.meta['writers'])} writers\nreference it from a checklist: "
               f"model: {{heads: {path.name}, sha256: {heads.sha256}}}")
     if args.checklist:
-        from callqa.pipelines.train_items import run_item_training
+        from callqa.pipelines.learn.train_items import run_item_training
 
         try:
             yaml_path, heads_path, fitted = run_item_training(args.checklist, args.out, base=heads)
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--exclude-writer", action="append", help="leave this writer's calls out (repeatable)")
     tr.set_defaults(func=cmd_train)
 
-    from callqa.pipelines.report_cli import add_report_commands
+    from callqa.pipelines.cli.report import add_report_commands
 
     add_report_commands(sub)
     from callqa.pipelines.app import add_app_command

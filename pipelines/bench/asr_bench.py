@@ -260,8 +260,8 @@ def _summary(t: _Tally) -> dict:
 
 def _compare_verdicts(rows: list[dict], tallies: dict[str, _Tally]) -> dict[str, dict]:
     """Checklist verdicts per runtime: agreement with the labels, and calls/items where runtimes differ."""
-    from callqa.pipelines.evaluate import LABELS, predicted_label
-    from callqa.pipelines.flows import make_engine
+    from callqa.pipelines.learn.evaluate import LABELS, predicted_label
+    from callqa.pipelines.run.flows import make_engine
     from callqa.qa_rules.checklist import load_checklist
 
     checklist = load_checklist()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from callqa.pipelines.batch import BatchEntry, file_sha256
-from callqa.pipelines.store import Store, parse_started_at
+from callqa.pipelines.run.batch import BatchEntry, file_sha256
+from callqa.pipelines.store.database import Store, parse_started_at
 from callqa.qa_rules.checklist import Checklist
 
 # fail(store, recording_id or None, file name, status, reason, message): records a failure (flows.py counts it)

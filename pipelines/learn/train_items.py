@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from callqa.pipelines.train import platt, read_manifests
+from callqa.pipelines.learn.train import platt, read_manifests
 from callqa.qa_rules.checklist import CHECKLIST_DIR, Checklist, Item, load_checklist
 from callqa.qa_rules.learned import Head, Heads, load_heads
 from callqa.qa_rules.operators import walk_operators

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 if TYPE_CHECKING:
-    from callqa.pipelines.report import WeekReport
+    from callqa.pipelines.reports.report import WeekReport
 
 
 def _col(name: str) -> str:

@@ -29,10 +29,10 @@ from typing import Any
 from callqa.models.asr import AsrOptions, transcribe_audio
 from callqa.models.audio import AudioError, load_audio
 from callqa.models.runtimes import get_runtime
-from callqa.pipelines.batch import BatchEntry, discover
-from callqa.pipelines.plan import plan_run
-from callqa.pipelines.scale import load_partitions, mark_loaded, write_partition
-from callqa.pipelines.scoring import (
+from callqa.pipelines.run.batch import BatchEntry, discover
+from callqa.pipelines.run.plan import plan_run
+from callqa.pipelines.run.scale import load_partitions, mark_loaded, write_partition
+from callqa.pipelines.run.scoring import (
     make_engine,
     score_many,
     score_many_task,
@@ -40,7 +40,7 @@ from callqa.pipelines.scoring import (
     score_task,
     scoring_models,
 )
-from callqa.pipelines.store import (
+from callqa.pipelines.store.database import (
     DEFAULT_DB,
     Store,
     WriterLock,
@@ -467,7 +467,7 @@ def run_scoring_flow(source_dir: str, *, workers: int = 1, dask: bool = False, d
     prefect-dask's DaskTaskRunner (`dask=True`: a LocalCluster of `workers` processes; `dask_address`:
     an existing scheduler, workers on any host)."""
     if dask or dask_address:
-        from callqa.pipelines.scale import dask_task_runner
+        from callqa.pipelines.run.scale import dask_task_runner
 
         runner, orchestrator = dask_task_runner(dask_address, workers), "prefect+dask"
     elif workers > 1:

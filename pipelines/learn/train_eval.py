@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from callqa.pipelines.train import PAIR_HEAD, TURN_HEADS, CallData, TrainConfig, eligible, fit_heads, replies
+from callqa.pipelines.learn.train import PAIR_HEAD, TURN_HEADS, CallData, TrainConfig, eligible, fit_heads, replies
 from callqa.qa_rules.learned import Head, pair_features
 
 LABELS = ("usage_scenario", "selling_point", "objection", "objection_resolved", "greeting", "forbidden_phrase")

@@ -10,13 +10,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from callqa.pipelines.report_charts import bar_chart, line_chart
-from callqa.pipelines.report_data import Call, item_title
+from callqa.pipelines.reports.report_charts import bar_chart, line_chart
+from callqa.pipelines.reports.report_data import Call, item_title
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 if TYPE_CHECKING:
-    from callqa.pipelines.report import WeekReport
+    from callqa.pipelines.reports.report import WeekReport
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px;

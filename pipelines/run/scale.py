@@ -27,7 +27,7 @@ import duckdb
 from callqa.records import Transcript
 
 if TYPE_CHECKING:
-    from callqa.pipelines.store import Store
+    from callqa.pipelines.store.database import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Benchmarks run from the CLI: `callqa asr-bench` (speech) and `callqa pipeline-bench` (a whole batch)."""

@@ -1,0 +1,1 @@
+"""The `callqa` command line (`main`) and its report/review subcommands (`report`)."""

@@ -1,0 +1,3 @@
+from callqa.pipelines.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The one door to DuckDB: the store (`database`), its schema (`migrations`) and human reviews (`review`)."""
