@@ -40,6 +40,7 @@ DEFAULT_CHECKLIST = "sales_core"  # the bundled checklist every command uses unl
 POLARITIES = ("present", "absent")
 # where coaching looks when an item failed with nothing to quote (`coaching: {miss: ...}`)
 MISS_CONTEXTS = ("opening", "after_trigger", "first_reply", "longest_turn")
+REVIEW_AGREEMENT = ("kappa", "ac1")  # the statistic whose bootstrap lower bound opens the auto-accept gate
 
 class ChecklistError(ValueError):
     """A checklist file that does not follow the schema; the message names file, line and field."""
@@ -62,6 +63,9 @@ class Item:
     # head from them (`model` with `unit: pieces`) and `callqa rules test` checks them
     examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
     coaching: dict[str, str] = field(default_factory=dict)  # e.g. {miss: first_reply}: see `miss_context`
+    # the review workstation's auto-accept gate (`review: {auto_accept_min_lower: 0.8}`), defaults filled in:
+    # {auto_accept_min_lower, agreement: kappa|ac1, min_reviewed}; empty: no gate (docs/app.md)
+    review: dict[str, Any] = field(default_factory=dict)
 
     @property
     def miss_context(self) -> str:
@@ -211,6 +215,28 @@ def _calibration(v: _Validator, raw: Any, ids: set[str]) -> dict[str, ItemCalibr
     return out
 
 
+def _review_gate(v: _Validator, raw: Any, where: str) -> dict[str, Any]:
+    """An item's `review` section: auto-accept its verdicts once the lower end of the 95% bootstrap interval of
+    its measured agreement (`agreement`: kappa or ac1) reaches `auto_accept_min_lower`, over at least
+    `min_reviewed` reviewed verdicts."""
+    if raw is None:
+        return {}
+    where = f"{where}.review"
+    if not isinstance(raw, dict):
+        v.fail(raw, where, "must be a mapping like {auto_accept_min_lower: 0.8}")
+    v.keys(raw, where, {"auto_accept_min_lower"}, {"agreement", "min_reviewed"})
+    bar = raw["auto_accept_min_lower"]
+    if not _is_number(bar) or not 0 < bar <= 1:
+        v.fail(raw, f"{where}.auto_accept_min_lower", "must be a number above 0 and at most 1")
+    stat = raw.get("agreement", "kappa")
+    if stat not in REVIEW_AGREEMENT:
+        v.fail(raw, f"{where}.agreement", f"must be one of {', '.join(REVIEW_AGREEMENT)}")
+    n = raw.get("min_reviewed", 30)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 5:
+        v.fail(raw, f"{where}.min_reviewed", "must be an integer of at least 5 (a bootstrap interval needs 5)")
+    return {"auto_accept_min_lower": float(bar), "agreement": stat, "min_reviewed": n}
+
+
 def _referenced_items(op: Any) -> list[str]:
     return [v for k, v in walk_operators(op) if k == "item" and isinstance(v, str)]
 
@@ -246,7 +272,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             v.fail(raw, where, "each item must be a mapping")
         v.keys(node, where, {"id", "title", "detect"},
                {"description", "speaker", "weight", "critical", "polarity", "applies_if", "fail_if", "evidence_limit",
-                "examples", "coaching"})
+                "examples", "coaching", "review"})
         iid = str(node["id"])
         where = f"item '{iid}'"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", iid):
@@ -288,6 +314,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
         v.keys(coaching, f"{where}.coaching", set(), {"miss"})
         if coaching.get("miss") is not None and coaching["miss"] not in MISS_CONTEXTS:
             v.fail(coaching, f"{where}.coaching.miss", f"must be one of {', '.join(MISS_CONTEXTS)}")
+        review = _review_gate(v, node.get("review"), where)
         items.append(Item(
             id=iid, title=v.text(node, "title", where), description=v.text(node, "description", where, False),
             speaker=speaker, weight=float(weight), critical=bool(node.get("critical", False)),
@@ -295,7 +322,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             evidence_limit=int(node.get("evidence_limit", 3)),
             fail_if=tuple(node.get("fail_if") or ()),
             examples={k: tuple(examples[k]) for k in ("pass", "fail") if examples.get(k)},
-            coaching={k: str(val) for k, val in coaching.items() if k != "__line__"},
+            coaching={k: str(val) for k, val in coaching.items() if k != "__line__"}, review=review,
         ))
     ids = {it.id for it in items}
     order = {it.id: n for n, it in enumerate(items)}
