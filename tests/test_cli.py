@@ -1,4 +1,5 @@
-"""The CLI contract: `--help` everywhere, `eval --text --json`, `scorecard --json`, `run --no-prefect`."""
+"""The CLI contract: `--help` everywhere (and informative), exit codes, `eval --text --json`, `scorecard --json`,
+`run --no-prefect`."""
 
 from __future__ import annotations
 
@@ -6,19 +7,68 @@ import json
 import re
 import shutil
 
+import click
 import pytest
-from callqa.pipelines.cli.main import build_parser, main
+from callqa.pipelines.cli.main import cli, main
 from callqa.pipelines.learn.evaluate import LABELS
 
 from tests.conftest import DEV, ROOT, SAMPLES
 
 
-@pytest.mark.parametrize("cmd", [[], ["run"], ["scorecard"], ["eval"]])
-def test_help_on_every_command(cmd, capsys):
-    with pytest.raises(SystemExit) as e:
-        build_parser().parse_args([*cmd, "--help"])
-    assert e.value.code == 0
-    assert "usage: callqa" in capsys.readouterr().out
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the CLI, nested ones included, as (words after `callqa`, command)."""
+    out = [(path, group)]
+    for name, cmd in group.commands.items():
+        out += _commands(cmd, (*path, name)) if isinstance(cmd, click.Group) else [((*path, name), cmd)]
+    return out
+
+
+COMMANDS = _commands(cli)
+
+
+@pytest.mark.parametrize("words", [w for w, _ in COMMANDS], ids=lambda w: " ".join(w) or "callqa")
+def test_help_on_every_command(words, capsys):
+    assert main([*words, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Usage: {' '.join(('callqa', *words))} ")
+    assert main([*words, "-h"]) == 0 and capsys.readouterr().out == out
+
+
+def test_every_command_and_option_says_what_it_does():
+    """`--help` stays informative: a description and a one-line summary for every command, help on every option
+    and argument, and examples in the epilog of the commands a new user starts with."""
+    for words, cmd in COMMANDS:
+        name = " ".join(("callqa", *words))
+        assert cmd.help and len(cmd.help) > 40, name
+        if words:
+            assert cmd.short_help, name
+        for p in cmd.params:
+            assert getattr(p, "help", None), (name, p.name)
+    for words in [(), ("train",), ("review",), ("rules", "test"), ("report",)]:
+        cmd = dict(COMMANDS)[words]
+        assert "callqa " in (cmd.epilog or ""), words
+
+
+def test_usage_errors_exit_2_and_name_the_problem(tmp_path, capsys):
+    assert main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
+    assert main(["scorecard", "--no-such-option"]) == 2
+    assert "--no-such-option" in capsys.readouterr().err
+    assert main(["run", str(tmp_path), "--no-prefect", "--dask"]) == 2
+    assert "--dask needs Prefect" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path)]) == 2
+    assert "--manifest" in capsys.readouterr().err
+
+
+def test_the_default_checklist_is_named_once():
+    """Every command that takes --checklist defaults to qa_rules' DEFAULT_CHECKLIST (none spells it out)."""
+    from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
+
+    defaults = {" ".join(w): p.default for w, c in COMMANDS for p in c.params if p.name == "checklist"}
+    assert len(defaults) >= 8
+    assert {d for d in defaults.values() if isinstance(d, str)} == {DEFAULT_CHECKLIST}, defaults  # else: required
+    source = "".join(f.read_text(encoding="utf-8") for f in (ROOT / "pipelines" / "cli").glob("*.py"))
+    assert f'"{DEFAULT_CHECKLIST}"' not in source
 
 
 def test_eval_text_json_contract(shared_data, capsys):

@@ -1,28 +1,46 @@
-"""The `callqa report` and `callqa review` subcommands (registered by `cli.build_parser`)."""
+"""The `callqa report` and `callqa review ...` commands (added to the `callqa` group by `main.py`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from callqa.pipelines.store.database import DEFAULT_DB, Store
-from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
+import click
+from callqa.pipelines.cli.options import (
+    CONTEXT_SETTINGS,
+    CallqaGroup,
+    PathType,
+    checklist_id_option,
+    db_option,
+    json_option,
+    lang_option,
+    manifest_option,
+    week_option,
+)
+from callqa.pipelines.store.database import Store
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+@click.command("report", cls=CallqaGroup.command_class,
+               short_help="weekly HTML report with coaching examples, clips, CSV and Parquet",
+               help="Write one ISO week's report: scorecard (change vs previous week, team median), charts, coaching "
+               "examples with audio clips, focus per agent, follow-ups, call metrics, review agreement; drill-down "
+               "pages per agent and call; CSV + Parquet exports.",
+               epilog="\b\nexample:\n  callqa report --week 2026-W46 --db /data/callqa.duckdb --out reports/2026-W46")
+@week_option()
+@click.option("--out", type=PathType, metavar="DIR", help="output folder (default: ./reports/<week>)")
+@db_option()
+@checklist_id_option()
+@lang_option()
+@click.option("--no-clips", is_flag=True, help="do not cut audio clips")
+@click.option("--no-semantic", is_flag=True, help="find follow-ups by patterns only (no text encoder; faster)")
+def report(week: str | None, out: Path | None, db: Path, checklist: str, lang: str, no_clips: bool,
+           no_semantic: bool) -> int:
     from callqa.pipelines.reports.report import make_report
 
-    try:
-        report, files = make_report(args.db, args.week, args.out, args.checklist, clips=not args.no_clips,
-                                    semantic=not args.no_semantic, lang=args.lang)
-    except LookupError as e:
-        print(f"callqa report: {e}", file=sys.stderr)
-        return 1
-    s = report.summary
+    made, files = make_report(db, week, out, checklist, clips=not no_clips, semantic=not no_semantic, lang=lang)
+    s = made.summary
     print(f"report {s.week}: {sum(a.calls for a in s.agents)} calls, {len(s.agents)} agents, "
-          f"{len(report.followups)} follow-ups, {len(files.clips)} clips")
+          f"{len(made.followups)} follow-ups, {len(files.clips)} clips")
     for a in s.agents:
         change = "new" if a.change is None else f"{a.change:+.1f}"
         print(f"  {a.agent_id:<10} calls {a.calls:>3}  score {a.score:5.1f}  change {change:>6}  "
@@ -33,87 +51,103 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@click.group("review", cls=CallqaGroup, context_settings=CONTEXT_SETTINGS,
+             short_help="override verdicts by hand; list reviews; agreement statistics",
+             help="Human review: `set` records a QA lead's verdict for one item of one call (kept as history; the "
+             "latest counts in reports), `list` shows reviews, `stats` the per-item raw agreement, Cohen's kappa and "
+             "Gwet's AC1 between automatic and human verdicts, `import-labels` records a labelled manifest's labels "
+             "as reviews.",
+             epilog="\b\nexamples:\n"
+             "  callqa review set --call D030 --item greeting --verdict fail --reviewer lee --comment 'no name'\n"
+             "  callqa review list --call D030 --current\n"
+             "  callqa review stats --week 2026-W46 --json\n"
+             "  callqa review import-labels --manifest ../shared/data/dev/calls.jsonl")
+def review() -> None:
+    pass
 
-def cmd_review(args: argparse.Namespace) -> int:
+
+def _open(db: Path, write: bool) -> Store:
+    if not Path(db).exists():
+        raise FileNotFoundError(f"no database at {db}; run `callqa run` first")
+    # a review is a write like any other: it takes the writer lock (and waits for a running batch a while)
+    return Store(db, read_only=not write, wait=30.0 if write else 5.0)
+
+
+call_option = click.option("--call", metavar="ID", help="call id, recording id or its first 8+ characters")
+item_option = click.option("--item", metavar="ITEM", help="checklist item id (e.g. greeting)")
+
+
+@review.command("set", short_help="record a human verdict for one item of one call",
+                help="Record a QA lead's verdict for one item of one call. Kept as history; the latest review of a "
+                "verdict is the one reports, scorecards and the app count.")
+@db_option()
+@click.option("--call", required=True, metavar="ID", help="call id, recording id or its first 8+ characters")
+@click.option("--item", required=True, metavar="ITEM", help="checklist item id (e.g. greeting)")
+@click.option("--verdict", required=True, type=click.Choice(["pass", "fail", "na"]), help="the human verdict")
+@click.option("--reviewer", required=True, metavar="NAME", help="who reviews")
+@click.option("--comment", metavar="TEXT", help="why")
+@checklist_id_option()
+def review_set(db: Path, call: str, item: str, verdict: str, reviewer: str, comment: str | None, checklist: str) -> int:
     from callqa.pipelines.store import review as rv
 
-    problem = _check_review(args)
-    if problem:
-        print(f"callqa review: {problem}", file=sys.stderr)
-        return 2
-    if not Path(args.db).exists():
-        raise FileNotFoundError(f"no database at {args.db}; run `callqa run` first")
-    writes = args.action in ("set", "import-labels")
-    # a review is a write like any other: it takes the writer lock (and waits for a running batch a while)
-    with Store(args.db, read_only=not writes, wait=30.0 if writes else 5.0) as store:
-        con = store.con
-        if args.action == "set":
-            r = rv.add_review(con, args.call, args.item, args.verdict, args.reviewer, args.comment or "",
-                              args.checklist)
-            print(f"review {r.review_id}: {r.call_id or r.recording_id[:12]} {r.item_id}: {r.auto_verdict} -> "
-                  f"{r.verdict} by {r.reviewer}")
-        elif args.action == "list":
-            reviews = rv.list_reviews(con, args.call, args.item, current_only=args.current)
-            if args.json:
-                print(json.dumps([r.__dict__ for r in reviews], ensure_ascii=False, default=str, indent=2))
-            for r in [] if args.json else reviews:
-                print(f"{r.review_id:>5} {r.created_at:%Y-%m-%d %H:%M} {r.call_id or r.recording_id[:12]:<10} "
-                      f"{r.item_id:<18} {r.auto_verdict or '?':>4} -> {r.verdict:<4} {r.reviewer}: {r.comment or ''}")
-            if not reviews and not args.json:
-                print("no reviews")
-        elif args.action == "stats":
-            stats = rv.agreement(con, args.checklist, week=args.week)
-            if args.json:
-                print(json.dumps([s.__dict__ for s in stats], ensure_ascii=False, indent=2))
-            else:
-                print(rv.format_agreement(stats))
-        elif args.action == "import-labels":
-            n = rv.import_labels(con, args.manifest, args.reviewer, args.checklist)
-            print(f"recorded {n} labels from {args.manifest} as reviews by {args.reviewer}")
+    with _open(db, write=True) as store:
+        r = rv.add_review(store.con, call, item, verdict, reviewer, comment or "", checklist)
+    print(f"review {r.review_id}: {r.call_id or r.recording_id[:12]} {r.item_id}: {r.auto_verdict} -> "
+          f"{r.verdict} by {r.reviewer}")
     return 0
 
 
-def add_report_commands(sub: argparse._SubParsersAction) -> None:
-    db_help = f"DuckDB file (default: ./{DEFAULT_DB})"
-    rp = sub.add_parser("report", help="weekly HTML report with coaching examples, clips, CSV and Parquet",
-                        description="Write one ISO week's report: scorecard (change vs previous week, team median), "
-                        "charts, coaching examples with audio clips, focus per agent, follow-ups, call metrics, "
-                        "review agreement; drill-down pages per agent and call; CSV + Parquet exports.")
-    rp.add_argument("--week", help="ISO week YYYY-Www (default: the latest week with calls)")
-    rp.add_argument("--out", type=Path, help="output folder (default: ./reports/<week>)")
-    rp.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
-    rp.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
-    rp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of item titles")
-    rp.add_argument("--no-clips", action="store_true", help="do not cut audio clips")
-    rp.add_argument("--no-semantic", action="store_true",
-                    help="find follow-ups by patterns only (no text encoder; faster)")
-    rp.set_defaults(func=cmd_report)
+@review.command("list", short_help="show reviews", help="Show the reviews, newest first, optionally of one call "
+                "or one item; --current keeps only the review that counts per verdict.")
+@db_option()
+@call_option
+@item_option
+@click.option("--current", is_flag=True, help="only the review that counts per verdict")
+@json_option("print JSON")
+def review_list(db: Path, call: str | None, item: str | None, current: bool, as_json: bool) -> int:
+    from callqa.pipelines.store import review as rv
 
-    rv = sub.add_parser("review", help="override verdicts by hand; list reviews; agreement statistics",
-                        description="Human review: `set` records a QA lead's verdict for one item of one call "
-                        "(kept as history; the latest counts in reports), `list` shows reviews, `stats` the "
-                        "per-item raw agreement and Cohen's kappa between automatic and human verdicts, "
-                        "`import-labels` records a labelled manifest's labels as reviews.")
-    rv.add_argument("action", choices=["set", "list", "stats", "import-labels"])
-    rv.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
-    rv.add_argument("--call", help="call id, recording id or its first 8+ characters")
-    rv.add_argument("--item", help="checklist item id (e.g. greeting)")
-    rv.add_argument("--verdict", choices=["pass", "fail", "na"], help="the human verdict (set)")
-    rv.add_argument("--reviewer", help="who reviews (set; import-labels default: labels)")
-    rv.add_argument("--comment", help="why (set)")
-    rv.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
-    rv.add_argument("--week", help="stats: only calls of this ISO week")
-    rv.add_argument("--current", action="store_true", help="list: only the review that counts per verdict")
-    rv.add_argument("--manifest", type=Path, help="import-labels: JSONL/CSV manifest with call_id and labels")
-    rv.add_argument("--json", action="store_true", help="list/stats: print JSON")
-    rv.set_defaults(func=cmd_review)
+    with _open(db, write=False) as store:
+        reviews = rv.list_reviews(store.con, call, item, current_only=current)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in reviews], ensure_ascii=False, default=str, indent=2))
+        return 0
+    for r in reviews:
+        print(f"{r.review_id:>5} {r.created_at:%Y-%m-%d %H:%M} {r.call_id or r.recording_id[:12]:<10} "
+              f"{r.item_id:<18} {r.auto_verdict or '?':>4} -> {r.verdict:<4} {r.reviewer}: {r.comment or ''}")
+    if not reviews:
+        print("no reviews")
+    return 0
 
 
-def _check_review(args: argparse.Namespace) -> str | None:
-    if args.action == "set" and not (args.call and args.item and args.verdict and args.reviewer):
-        return "review set needs --call, --item, --verdict and --reviewer"
-    if args.action == "import-labels" and not args.manifest:
-        return "review import-labels needs --manifest"
-    if args.action == "import-labels" and not args.reviewer:
-        args.reviewer = "labels"
-    return None
+@review.command("stats", short_help="agreement between automatic and human verdicts",
+                help="Per item: calls reviewed, raw agreement, Cohen's kappa (with a seeded 95% bootstrap interval) "
+                "and Gwet's AC1 between the automatic and the current human verdicts.")
+@db_option()
+@checklist_id_option()
+@week_option("only calls of this ISO week")
+@json_option("print JSON")
+def review_stats(db: Path, checklist: str, week: str | None, as_json: bool) -> int:
+    from callqa.pipelines.store import review as rv
+
+    with _open(db, write=False) as store:
+        stats = rv.agreement(store.con, checklist, week=week)
+    print(json.dumps([s.__dict__ for s in stats], ensure_ascii=False, indent=2) if as_json
+          else rv.format_agreement(stats))
+    return 0
+
+
+@review.command("import-labels", short_help="record a labelled manifest's labels as reviews",
+                help="Record every label of a labelled manifest (matched on call_id) as a review, so agreement "
+                "statistics can be computed against hand labels.")
+@db_option()
+@manifest_option("JSONL/CSV manifest with call_id and labels", required=True)
+@click.option("--reviewer", default="labels", metavar="NAME", help="who the reviews are recorded as (default: labels)")
+@checklist_id_option()
+def review_import_labels(db: Path, manifest: Path, reviewer: str, checklist: str) -> int:
+    from callqa.pipelines.store import review as rv
+
+    with _open(db, write=True) as store:
+        n = rv.import_labels(store.con, manifest, reviewer, checklist)
+    print(f"recorded {n} labels from {manifest} as reviews by {reviewer}")
+    return 0
