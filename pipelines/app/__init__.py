@@ -24,7 +24,11 @@ def add_app_command(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     ap.add_argument("--token", help="secret every request must carry (required to bind a non-loopback address); "
                     "'auto' makes a random one")
-    ap.add_argument("--checklist", default=DEFAULT_CHECKLIST, help=f"checklist id (default: {DEFAULT_CHECKLIST})")
+    ap.add_argument("--users", type=Path, metavar="FILE",
+                    help="reviewer accounts (names and scrypt hashes: python -m callqa.pipelines.app.users add FILE "
+                    "NAME): everyone signs in and reviews are stored under that name; allows a non-loopback address")
+    ap.add_argument("--checklist", default=DEFAULT_CHECKLIST,
+                    help=f"checklist id or YAML file (its items' review: gates apply; default: {DEFAULT_CHECKLIST})")
     ap.add_argument("--lang", default="en", choices=["en", "zh"], help="language of item titles")
     ap.add_argument("--write-wait", type=float, default=5.0, metavar="SECONDS",
                     help="how long a review waits for a running batch to let go of the database before the page "
@@ -53,26 +57,42 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 def cmd_app(args: argparse.Namespace) -> int:
     from callqa.pipelines.app.security import check_bind, is_loopback
+    from callqa.pipelines.app.users import Users, UsersFileError
 
     token = secrets.token_urlsafe(18) if args.token == "auto" else args.token
+    users_file = getattr(args, "users", None)
     try:
-        check_bind(args.host, token)
+        users = Users.load(users_file) if users_file is not None else None
+        check_bind(args.host, token, users)
+    except UsersFileError as e:
+        print(f"callqa app: {e}", file=sys.stderr)
+        return 2
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2
     if not args.db.is_file():
         print(f"callqa app: no database at {args.db}; run `callqa run` first", file=sys.stderr)
         return 1
+    checklist_id, policy = args.checklist, None
+    if args.checklist.endswith((".yaml", ".yml")) or Path(args.checklist).is_file():
+        from callqa.qa_rules.checklist import ChecklistError, load_checklist
+
+        try:
+            checklist_id, policy = load_checklist(args.checklist).id, args.checklist
+        except (ChecklistError, OSError) as e:
+            print(f"callqa app: {e}", file=sys.stderr)
+            return 2
     started = time.perf_counter()
     import uvicorn
     from callqa.pipelines.app.server import create_app
 
-    app = create_app(args.db, token=token, checklist_id=args.checklist, lang=args.lang,
+    app = create_app(args.db, token=token, checklist_id=checklist_id, lang=args.lang,
                      extra_hosts=set() if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else {args.host},
-                     write_wait=args.write_wait)
+                     write_wait=args.write_wait, users=users, review_policy=policy)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown if ':' not in shown else f'[{shown}]'}:{args.port}/"
     print(f"callqa app: {args.db} (ready in {time.perf_counter() - started:.1f} s)")
-    print(f"open {url}" + (f"?token={token}" if token else ""), flush=True)
+    print(f"open {url}" + (f"?token={token}" if token else "")
+          + (f" (sign in: {len(users.accounts)} accounts in {users_file})" if users else ""), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

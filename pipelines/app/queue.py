@@ -6,7 +6,10 @@ A verdict enters the queue when any of these holds (the entry names which):
 - `sample`: a seeded random sample of the week's other verdicts (`sample_share`, default 10%, at least
   `min_sample`), so reviewers also see verdicts the machine is sure of and agreement is not only measured on
   doubtful ones. The seed is the week plus `seed`: the same week gives the same sample on every page load.
-A verdict with a human review leaves the queue.
+- `below agreement bar`: the item has an auto-accept rule (`review:` in the checklist) whose gate is closed:
+  too few reviews, or the lower bound of its measured agreement under the bar (see gate.py);
+A verdict with a human review leaves the queue. The verdicts of an item whose gate is open (auto-accepted) do not
+enter for low confidence or a critical fail, only through the sample, which keeps their agreement measured.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import hashlib
 from dataclasses import dataclass
 
 from callqa.pipelines.reports.report_data import Call, Dataset, Verdict
+
+from .gate import AUTO, QUEUE, ItemGate
 
 LOW_CONFIDENCE = 0.7
 SAMPLE_SHARE = 0.10
@@ -40,9 +45,12 @@ def _sample_rank(week: str, seed: int, call: Call, item_id: str) -> str:
 
 def review_queue(ds: Dataset, week: str, agent: str | None = None, item: str | None = None,
                  low_confidence: float = LOW_CONFIDENCE, sample_share: float = SAMPLE_SHARE,
-                 min_sample: int = MIN_SAMPLE, seed: int = 0) -> list[QueueEntry]:
-    """The week's unreviewed verdicts that need a look: low confidence and critical fails first, then the sample.
-    The sample is drawn over the whole week before the agent/item filters apply, so filtering never changes it."""
+                 min_sample: int = MIN_SAMPLE, seed: int = 0,
+                 gates: dict[str, ItemGate] | None = None) -> list[QueueEntry]:
+    """The week's unreviewed verdicts that need a look: low confidence, critical fails and items below their
+    agreement bar first, then the sample. The sample is drawn over the whole week before the agent/item filters
+    apply, so filtering never changes it."""
+    status = {i: g.status for i, g in (gates or {}).items()}
     critical = {it["id"] for it in ds.items if it.get("critical")}
     flagged: list[QueueEntry] = []
     rest: list[tuple[str, Call, str, Verdict]] = []
@@ -51,10 +59,14 @@ def review_queue(ds: Dataset, week: str, agent: str | None = None, item: str | N
             if v.human_verdict is not None:
                 continue
             reasons = []
-            if v.confidence < low_confidence:
-                reasons.append("low confidence")
-            if item_id in critical and v.verdict == "fail":
-                reasons.append("critical fail")
+            gate = status.get(item_id)
+            if gate != AUTO:
+                if v.confidence < low_confidence:
+                    reasons.append("low confidence")
+                if item_id in critical and v.verdict == "fail":
+                    reasons.append("critical fail")
+            if gate == QUEUE:
+                reasons.append("below agreement bar")
             if reasons:
                 flagged.append(QueueEntry(call, item_id, v, tuple(reasons)))
             else:

@@ -1,13 +1,13 @@
 """Security for a local tool: who may talk to the workstation and which requests may change the database.
 
-- Bound to 127.0.0.1 (the default) only this machine reaches it. Binding any other address needs a token
-  (`check_bind` refuses to start otherwise).
+- Bound to 127.0.0.1 (the default) only this machine reaches it. Binding any other address needs a token or a
+  users file (`check_bind` refuses to start otherwise; accounts and sessions: users.py).
 - With a token, every request carries it: the `X-Callqa-Token` header, or the `callqa_token` cookie that opening
   `/?token=T` sets (HttpOnly, SameSite=Strict) before redirecting to the same page without the token in the URL.
 - State-changing requests (anything but GET/HEAD/OPTIONS) must also come from the app's own pages: the `Origin`
   header (or, without one, the `Referer`) must name the host the request was sent to, and the body must be JSON
   (a cross-site HTML form cannot send `application/json` without a CORS preflight, which the app never grants).
-- Without a token the `Host` header must be a loopback name: a web page that rebinds its own DNS name to
+- Without a token or accounts the `Host` header must be a loopback name: a web page that rebinds its own DNS name to
   127.0.0.1 cannot read or write through the victim's browser.
 """
 
@@ -32,11 +32,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Raise `SystemExit` with the reason when binding `host` without a token would expose the workstation."""
-    if not is_loopback(host) and not token:
+def check_bind(host: str, token: str | None, users: object | None = None) -> None:
+    """Raise `SystemExit` with the reason when binding `host` without a token or accounts would expose the
+    workstation."""
+    if not is_loopback(host) and not token and users is None:
         raise SystemExit(f"callqa app: binding {host} makes the workstation reachable from other machines; "
-                         "pass --token T (every request must then carry it), or bind 127.0.0.1")
+                         "pass --token T (every request must then carry it) or --users FILE (everyone signs in), "
+                         "or bind 127.0.0.1")
     if token is not None and len(token) < 8:
         raise SystemExit("callqa app: --token must be at least 8 characters")
 

@@ -15,12 +15,16 @@ API:    POST /api/reviews, POST /api/appeals, POST /api/appeals/<id>/close (JSON
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
+import logging
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,18 +34,21 @@ import duckdb
 import jinja2
 from callqa.pipelines.reports.call_metrics import load_segments
 from callqa.pipelines.reports.report_data import (
+    AgentWeek,
     Call,
     Dataset,
+    Scorecard,
     agent_weeks,
     item_title,
     load_dataset,
+    routing_counts,
     week_summary,
     weekly_scorecard,
     weeks,
 )
-from callqa.pipelines.store.database import WEEK_EXPR, DatabaseBusy, latest_checklist_version
+from callqa.pipelines.store.database import WEEK_EXPR, DatabaseBusy, latest_checklist_version, stored_checklist
 from callqa.pipelines.store.review import VERDICTS, add_review, list_reviews, resolve_recording
-from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
+from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, ChecklistError, load_checklist
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -50,9 +57,13 @@ from starlette.concurrency import run_in_threadpool
 from . import appeals as appeals_mod
 from . import security
 from .db import AppDB
+from .gate import ItemGate, item_gates, reviewed_pairs, reviews_fingerprint
 from .queue import review_queue
+from .readmodel import ReadModel, merged, with_previous
+from .users import SESSION_COOKIE, Users
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 MAX_CLIP_S = 120.0
 TREND_WEEKS = 8
@@ -61,6 +72,8 @@ RECORDING_ID = re.compile(r"^[0-9a-f]{64}$")
 # containers a browser's <audio> plays as they are; anything else is decoded once to WAV
 BROWSER_AUDIO = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
                  "webm": "audio/webm", "matroska,webm": "audio/webm", "mov,mp4,m4a,3gp,3g2,mj2": "audio/mp4"}
+PUBLIC_PATHS = ("/login", "/api/login", "/static/", "/favicon.ico")  # reachable before signing in (users file)
+CURRENT_USER: contextvars.ContextVar[str | None] = contextvars.ContextVar("callqa_user", default=None)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -81,6 +94,8 @@ class Settings:
     read_wait: float = 3.0
     write_wait: float = 5.0
     queue_seed: int = 0
+    users: Users | None = None  # reviewer accounts (`--users FILE`): names come from the signed-in user
+    review_rules: dict[str, dict] | None = None  # item → its `review:` gate, from the checklist file; None: stored
 
 
 # --- view helpers ----------------------------------------------------------------------------------
@@ -168,8 +183,7 @@ def _checklist_version(con: duckdb.DuckDBPyConnection, checklist_id: str) -> int
     return v
 
 
-def _pick_week(con: duckdb.DuckDBPyConnection, checklist_id: str, week: str | None) -> tuple[str, list[str]]:
-    all_weeks = weeks(con, checklist_id)
+def _pick_week(all_weeks: list[str], week: str | None) -> tuple[str, list[str]]:
     if not all_weeks:
         raise AppError(404, "no scored calls with a start time in this database")
     if week is None or week == "":
@@ -183,7 +197,31 @@ def _items_view(ds: Dataset, lang: str) -> list[dict]:
     return [{**it, "label": item_title(it, lang)} for it in ds.items]
 
 
-def _call_of(con: duckdb.DuckDBPyConnection, s: Settings, call: str) -> tuple[Call, Dataset]:
+def pooled_rates(items: list[dict], agents: list[AgentWeek]) -> dict[str, float | None]:
+    """Each item's pass rate over all the week's calls pooled (`WeekSummary.team_pass_rate`)."""
+    out: dict[str, float | None] = {}
+    for it in items:
+        n = sum(a.applicable.get(it["id"], 0) for a in agents)
+        out[it["id"]] = round(sum(a.passed.get(it["id"], 0) for a in agents) / n, 3) if n else None
+    return out
+
+
+def _local_path(target: str) -> str:
+    """Where to go after signing in: a path of this app only (never another site: no scheme, host or `//`)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or ":" in target.split("?")[0]:
+        return "/"
+    return target
+
+
+WeekOf = Callable[[duckdb.DuckDBPyConnection, int, str], Dataset]
+
+
+def _direct_week(con: duckdb.DuckDBPyConnection, s: Settings, version: int, week: str) -> Dataset:
+    return load_dataset(con, s.checklist_id, version, weeks=[week])
+
+
+def _call_of(con: duckdb.DuckDBPyConnection, s: Settings, call: str,
+             week_of: WeekOf | None = None) -> tuple[Call, Dataset]:
     try:
         rid = resolve_recording(con, call)
     except ValueError as e:
@@ -191,15 +229,17 @@ def _call_of(con: duckdb.DuckDBPyConnection, s: Settings, call: str) -> tuple[Ca
     row = con.execute(f"SELECT {WEEK_EXPR} FROM recordings r WHERE r.recording_id = ?", [rid]).fetchone()
     if row is None or row[0] is None:
         raise AppError(404, f"call {call!r} has no start time, so it is in no week")
-    ds = load_dataset(con, s.checklist_id, _checklist_version(con, s.checklist_id), weeks=[row[0]])
+    version = _checklist_version(con, s.checklist_id)
+    ds = week_of(con, version, row[0]) if week_of else _direct_week(con, s, version, row[0])
     found = next((c for c in ds.calls if c.recording_id == rid), None)
     if found is None:
         raise AppError(404, f"call {call!r} has no verdicts under checklist {s.checklist_id!r} v{ds.version}")
     return found, ds
 
 
-def call_page_data(con: duckdb.DuckDBPyConnection, s: Settings, call_ref: str) -> dict[str, Any]:
-    call, ds = _call_of(con, s, call_ref)
+def call_page_data(con: duckdb.DuckDBPyConnection, s: Settings, call_ref: str,
+                   week_of: WeekOf | None = None) -> dict[str, Any]:
+    call, ds = _call_of(con, s, call_ref, week_of)
     items = _items_view(ds, s.lang)
     segments = load_segments(con, call.recording_id)
     marks: dict[int, list[tuple[str, str, str]]] = {}
@@ -276,21 +316,80 @@ class AudioCache:
 # --- the app -----------------------------------------------------------------------------------------
 
 
+def review_rules_of(checklist: str | Path | None, checklist_id: str) -> dict[str, dict] | None:
+    """The auto-accept gates (`review:` per item) of the checklist file the app is started with: a YAML path, or
+    the bundled checklist named `checklist_id`; None when there is no such file (then the stored copy's apply)."""
+    try:
+        cl = load_checklist(checklist if checklist is not None else checklist_id)
+    except (ChecklistError, FileNotFoundError, OSError, KeyError, ValueError):
+        if checklist is not None:
+            raise
+        return None
+    if cl.id != checklist_id:
+        raise ValueError(f"checklist file {checklist} is {cl.id!r}, not {checklist_id!r}")
+    return {it.id: dict(it.review) for it in cl.items if it.review}
+
+
 def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEFAULT_CHECKLIST, lang: str = "en",
                extra_hosts: set[str] | None = None, read_wait: float = 3.0, write_wait: float = 5.0,
-               queue_seed: int = 0) -> FastAPI:
-    s = Settings(Path(db), token, checklist_id, lang, set(extra_hosts or ()), read_wait, write_wait, queue_seed)
-    store = AppDB(s.db, read_wait, write_wait)
+               queue_seed: int = 0, users: Users | str | Path | None = None, read_model: bool = True,
+               review_policy: str | Path | None = None, db_linger: float = 1.0, warm: bool = True) -> FastAPI:
+    """The workstation over `db`. `users`: a users file (or loaded `Users`): every request then needs a signed-in
+    session and reviews are stored under that name. `read_model=False` recomputes every page from the tables (the
+    reference the cached read model is tested and benchmarked against). `review_policy`: a checklist YAML whose
+    items' `review:` gates apply (default: the bundled checklist of `checklist_id`, else the stored copy).
+    `db_linger`: seconds a read-only connection stays open after a request for the next one to reuse (0: one per
+    request; see db.py). `warm`: when served (uvicorn runs the app's lifespan), compute the latest weeks of the read
+    model in the background at start, so the first pages need not (`app.state.warmed` is set when done)."""
+    if users is not None and not isinstance(users, Users):
+        users = Users.load(users)
+    s = Settings(Path(db), token, checklist_id, lang, set(extra_hosts or ()), read_wait, write_wait, queue_seed,
+                 users, review_rules_of(review_policy, checklist_id))
+    store = AppDB(s.db, read_wait, write_wait, linger=db_linger)
+    rm = ReadModel(checklist_id, enabled=read_model)
     env = _env()
     audio = AudioCache()
-    app = FastAPI(title="callqa review workstation", docs_url=None, redoc_url=None, openapi_url=None)
+    warmed = threading.Event()
+
+    def warm_up() -> None:
+        started = time.perf_counter()
+        try:
+            def q(con: duckdb.DuckDBPyConnection) -> int:
+                wk, all_weeks, version, fps = basics(con, None)
+                span = [w for w in all_weeks if w in fps][-TREND_WEEKS:]
+                for w in span:
+                    rm.week(con, version, w, fps)
+                return len(span)
+
+            n = read(q)
+            log.info("read model: %d weeks ready in %.1f s", n, time.perf_counter() - started)
+        except Exception as e:  # noqa: BLE001 (an empty or busy database: the pages will say why)
+            log.info("read model not warmed: %s", getattr(e, "message", e))
+        finally:
+            warmed.set()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if warm and rm.enabled:
+            threading.Thread(target=warm_up, name="callqa-app-warm", daemon=True).start()
+        else:
+            warmed.set()
+        yield
+        store.close()
+
+    app = FastAPI(title="callqa review workstation", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.settings = s
+    app.state.read_model = rm
+    app.state.warmed = warmed
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def page(name: str, http_status: int = 200, **ctx: Any) -> HTMLResponse:
         ctx.setdefault("week", None)
         ctx.setdefault("title", "")
         ctx.setdefault("checklist_id", s.checklist_id)
+        ctx.setdefault("user", CURRENT_USER.get())
+        ctx.setdefault("accounts", s.users is not None)
         return HTMLResponse(env.get_template(name).render(**ctx), status_code=http_status)
 
     def read(fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
@@ -310,6 +409,38 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
             raise AppError(503, f"not saved: {e}. Nothing was lost: the form still holds your input; submit "
                            "it again in a moment.", {"Retry-After": "5"}) from None
 
+    def same(key: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per database connection: while one is open nobody else can write (db.py)."""
+        return rm.memo(("connection", *key), (store.generation,), compute)
+
+    def basics(con: duckdb.DuckDBPyConnection, week: str | None) -> tuple[str, list[str], int, dict[str, tuple]]:
+        """The week asked for (default the latest), every week, the checklist version and its weeks' fingerprints."""
+        wk, all_weeks = _pick_week(same(("weeks",), lambda: weeks(con, s.checklist_id)), week)
+        version = same(("version",), lambda: _checklist_version(con, s.checklist_id))
+        fps = same(("fingerprints", version), lambda: rm.fingerprints(con, version)) if rm.enabled else {}
+        return wk, all_weeks, version, fps
+
+    def gates(con: duckdb.DuckDBPyConnection, version: int) -> dict[str, ItemGate]:
+        """Per item: measured agreement and its auto-accept decision (kept while no review changes)."""
+        def compute() -> dict[str, ItemGate]:
+            rules = s.review_rules
+            if rules is None:
+                stored = stored_checklist(con, s.checklist_id, version)
+                rules = {it.id: dict(it.review) for it in stored.items if it.review}
+            row = con.execute("SELECT items FROM checklists WHERE checklist_id = ? AND version = ?",
+                              [s.checklist_id, version]).fetchone()
+            ids = [it["id"] for it in json.loads(row[0])] if row else []
+            return item_gates(reviewed_pairs(con, s.checklist_id, version), ids, rules)
+
+        fp = same(("reviews", version), lambda: reviews_fingerprint(con, s.checklist_id, version))
+        return rm.memo(("gates", version), fp, compute)
+
+    def week_queue(con: duckdb.DuckDBPyConnection, version: int, wk: str, fps: dict[str, tuple],
+                   item_gate: dict[str, ItemGate]) -> list:
+        fp = (fps.get(wk), tuple((i, g.status) for i, g in item_gate.items()))
+        return rm.memo(("queue", version, wk), fp, lambda: review_queue(
+            rm.week(con, version, wk, fps).ds, wk, seed=s.queue_seed, gates=item_gate))
+
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:
         if request.url.path.startswith("/api/") or request.url.path.startswith(("/audio/", "/clips/")):
@@ -321,23 +452,24 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable) -> Response:
         host = request.headers.get("host", "")
-        api = request.url.path.startswith("/api/")
+        path = request.url.path
+        api = path.startswith("/api/")
 
         def refuse(status: int, message: str) -> Response:
             if api or request.method not in security.SAFE_METHODS:
                 return JSONResponse({"error": message}, status_code=status)
             return page("error.html", http_status=status, title=str(status), message=message)
 
-        if s.token is None:
+        if s.token is None and s.users is None:
             name = security.host_name(host)
             if not (security.is_loopback(name) or name in s.extra_hosts):
                 return refuse(421, f"this workstation answers only on loopback addresses, not {host!r}")
-        else:
+        if s.token is not None:
             if request.method == "GET" and "token" in request.query_params:
                 if not security.token_ok(s.token, request.query_params["token"]):
                     return refuse(401, "wrong token")
                 rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+                target = path + (f"?{urlencode(rest)}" if rest else "")
                 resp = RedirectResponse(target, status_code=303)
                 resp.set_cookie(security.TOKEN_COOKIE, s.token, httponly=True, samesite="strict", path="/")
                 return resp
@@ -349,6 +481,17 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
             ok, why = security.same_origin(host, request.headers.get("origin"), request.headers.get("referer"))
             if not ok:
                 return refuse(403, why)
+        user = None
+        if s.users is not None:
+            user = s.users.signed_in(request.cookies.get(SESSION_COOKIE))
+            if user is None and not path.startswith(PUBLIC_PATHS):
+                if api or request.method not in security.SAFE_METHODS:
+                    return JSONResponse({"error": "sign in first (POST /api/login with your name and password)"},
+                                        status_code=401)
+                target = path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+        CURRENT_USER.set(user)
+        request.state.user = user
         started = time.perf_counter()
         response = await call_next(request)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
@@ -359,56 +502,134 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    def who(request: Request, fields: dict[str, str], key: str) -> None:
+        """With accounts, `fields[key]` (reviewer, appellant) is the signed-in user: left out it is filled in, any
+        other name is refused (403), so nobody records a review under someone else's name."""
+        user = getattr(request.state, "user", None)
+        if s.users is None:
+            return
+        given = fields.get(key)
+        if given is not None and given.strip() and given.strip() != user:
+            raise AppError(403, f"{key} must be the signed-in user {user!r}, not {given!r}: with accounts, reviews "
+                           "are stored under the name you signed in with")
+        fields[key] = user
+
+    # --- sign-in (users file) ---
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(next: str = "/") -> HTMLResponse:  # noqa: A002 (the query parameter's name)
+        if s.users is None:
+            return RedirectResponse("/", status_code=303)
+        return page("login.html", title="Sign in", next=_local_path(next))
+
+    @app.post("/api/login")
+    async def login(request: Request) -> JSONResponse:
+        if s.users is None:
+            raise AppError(404, "this workstation has no accounts (start it with --users FILE)")
+        fields = check_fields(await json_body(request), required=("name", "password"), optional=("next",))
+        ok = await run_in_threadpool(s.users.check, fields["name"], fields["password"])
+        if not ok:
+            raise AppError(401, "wrong name or password")
+        resp = JSONResponse({"user": fields["name"], "next": _local_path(fields.get("next", "/"))})
+        resp.set_cookie(SESSION_COOKIE, s.users.session(fields["name"]), httponly=True, samesite="strict", path="/",
+                        max_age=12 * 3600)
+        return resp
+
+    @app.post("/api/logout")
+    async def logout() -> JSONResponse:
+        resp = JSONResponse({"user": None, "next": "/login"})
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
     # --- pages ---
 
     @app.get("/", response_class=HTMLResponse)
     def home(week: str | None = None) -> HTMLResponse:
         def q(con: duckdb.DuckDBPyConnection) -> dict:
-            wk, all_weeks = _pick_week(con, s.checklist_id, week)
-            card = weekly_scorecard(con, wk, s.checklist_id)
-            ds = load_dataset(con, s.checklist_id, card.checklist_version, weeks=[wk])
-            queue = review_queue(ds, wk, seed=s.queue_seed)
-            n_open = len(appeals_mod.list_appeals(con, status="open"))
+            wk, all_weeks, version, fps = basics(con, week)
+            item_gate = gates(con, version)
+            if rm.enabled:
+                wd = rm.week(con, version, wk, fps)
+                ds = wd.ds
+                card = Scorecard(s.checklist_id, version, wk, ds.items,
+                                 sorted(wd.agents.values(), key=AgentWeek.rank_key),
+                                 same(("routing", wk), lambda: routing_counts(con, wk, s.checklist_id)))
+                queue = week_queue(con, version, wk, fps, item_gate)
+            else:
+                card = weekly_scorecard(con, wk, s.checklist_id)
+                ds = load_dataset(con, s.checklist_id, card.checklist_version, weeks=[wk])
+                queue = review_queue(ds, wk, seed=s.queue_seed, gates=item_gate)
+            n_open = same(("open appeals",), lambda: len(appeals_mod.list_appeals(con, status="open")))
             return {"card": card, "weeks": all_weeks, "week": wk, "queue_count": len(queue), "open_appeals": n_open,
-                    "items": _items_view(ds, s.lang), "n_calls": len(ds.week_calls(wk))}
+                    "items": _items_view(ds, s.lang), "n_calls": len(ds.week_calls(wk)), "gates": item_gate}
 
         return page("home.html", title="Scorecard", **read(q))
 
     @app.get("/agents/{agent_id}", response_class=HTMLResponse)
     def agent(agent_id: str, week: str | None = None) -> HTMLResponse:
         def q(con: duckdb.DuckDBPyConnection) -> dict:
-            wk, all_weeks = _pick_week(con, s.checklist_id, week)
+            wk, all_weeks, version, fps = basics(con, week)
             span = [w for w in all_weeks if w <= wk][-TREND_WEEKS:]  # what the trend shows, nothing older
-            ds = load_dataset(con, s.checklist_id, _checklist_version(con, s.checklist_id), weeks=span)
-            summary = week_summary(ds, wk, trend_span=TREND_WEEKS)
-            me = next((a for a in summary.agents if a.agent_id == agent_id), None)
-            if me is None and not any(c.agent_id == agent_id for c in ds.calls):
-                raise AppError(404, f"no agent {agent_id!r} in this database")
-            per_week = {w: agent_weeks(ds, w).get(agent_id) for w in summary.trend_weeks}
-            trend = [a.score if a else None for a in per_week.values()]
+            if rm.enabled:
+                cached = [rm.week(con, version, w, fps) for w in span if w in fps]
+                by_week = {w.week: w for w in cached}
+                if wk not in by_week:
+                    raise AppError(404, f"no calls of week {wk} under checklist {s.checklist_id} v{version}")
+                trend_weeks = [w for w in by_week if w <= wk][-TREND_WEEKS:]
+                now = by_week[wk]
+                earlier = [w for w in by_week if w < wk]
+                agents = with_previous(now.agents, by_week[earlier[-1]].agents if earlier else {})
+                me = agents.get(agent_id)
+                if me is None and not any(agent_id in w.agents for w in cached):
+                    raise AppError(404, f"no agent {agent_id!r} in this database")
+                team_rate = pooled_rates(now.ds.items, list(agents.values()))
+                trend = [by_week[w].agents[agent_id].score if agent_id in by_week[w].agents else None
+                         for w in trend_weeks]
+                ds = merged(cached)
+            else:
+                ds = load_dataset(con, s.checklist_id, version, weeks=span)
+                summary = week_summary(ds, wk, trend_span=TREND_WEEKS)
+                me = next((a for a in summary.agents if a.agent_id == agent_id), None)
+                if me is None and not any(c.agent_id == agent_id for c in ds.calls):
+                    raise AppError(404, f"no agent {agent_id!r} in this database")
+                per_week = {w: agent_weeks(ds, w).get(agent_id) for w in summary.trend_weeks}
+                trend = [a.score if a else None for a in per_week.values()]
+                team_rate, trend_weeks = summary.team_pass_rate, summary.trend_weeks
             return {"agent_id": agent_id, "me": me, "week": wk, "weeks": all_weeks,
                     "calls": ds.week_calls(wk, agent_id), "items": _items_view(ds, s.lang),
-                    "team_rate": summary.team_pass_rate, "trend_weeks": summary.trend_weeks, "trend": trend,
+                    "team_rate": team_rate, "trend_weeks": trend_weeks, "trend": trend,
                     "spark": sparkline(trend)}
 
         return page("agent.html", title=f"Agent {agent_id}", **read(q))
 
+    def week_of(con: duckdb.DuckDBPyConnection, version: int, wk: str) -> Dataset:
+        if rm.enabled:
+            fps = same(("fingerprints", version), lambda: rm.fingerprints(con, version))
+            return rm.week(con, version, wk, fps).ds
+        return load_dataset(con, s.checklist_id, version, weeks=[wk])
+
     @app.get("/calls/{call_id}", response_class=HTMLResponse)
     def call_page(call_id: str) -> HTMLResponse:
-        data = read(lambda con: call_page_data(con, s, call_id))
+        data = read(lambda con: call_page_data(con, s, call_id, week_of))
         return page("call.html", title=f"Call {data['call'].call_id}", verdict_choices=VERDICTS, **data)
 
     @app.get("/queue", response_class=HTMLResponse)
     def queue_page(week: str | None = None, agent: str | None = None, item: str | None = None) -> HTMLResponse:
         def q(con: duckdb.DuckDBPyConnection) -> dict:
-            wk, all_weeks = _pick_week(con, s.checklist_id, week)
-            ds = load_dataset(con, s.checklist_id, _checklist_version(con, s.checklist_id), weeks=[wk])
-            entries = review_queue(ds, wk, agent or None, item or None, seed=s.queue_seed)
+            wk, all_weeks, version, fps = basics(con, week)
+            item_gate = gates(con, version)
+            if rm.enabled:
+                ds = rm.week(con, version, wk, fps).ds
+                entries = [e for e in week_queue(con, version, wk, fps, item_gate)
+                           if (not agent or e.call.agent_id == agent) and (not item or e.item_id == item)]
+            else:
+                ds = load_dataset(con, s.checklist_id, version, weeks=[wk])
+                entries = review_queue(ds, wk, agent or None, item or None, seed=s.queue_seed, gates=item_gate)
             items = _items_view(ds, s.lang)
             return {"entries": entries, "week": wk, "weeks": all_weeks, "items": items,
                     "labels": {it["id"]: it["label"] for it in items},
                     "agents": sorted({c.agent_id for c in ds.week_calls(wk)}), "agent": agent or "",
-                    "item": item or ""}
+                    "item": item or "", "gates": item_gate}
 
         return page("queue.html", title="Review queue", **read(q))
 
@@ -455,7 +676,10 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     @app.post("/api/reviews")
     async def post_review(request: Request) -> JSONResponse:
         body = await json_body(request)
-        fields = check_fields(body, required=("call", "item", "verdict", "reviewer"), optional=("comment",))
+        named = s.users is not None  # with accounts the reviewer is the signed-in user
+        fields = check_fields(body, required=("call", "item", "verdict") + (() if named else ("reviewer",)),
+                              optional=("comment",) + (("reviewer",) if named else ()))
+        who(request, fields, "reviewer")
         if fields["verdict"] not in VERDICTS:
             raise AppError(422, f"verdict must be one of {', '.join(VERDICTS)}, not {fields['verdict']!r}")
         if not fields["reviewer"].strip():
@@ -478,7 +702,10 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     @app.post("/api/appeals")
     async def post_appeal(request: Request) -> JSONResponse:
         body = await json_body(request)
-        fields = check_fields(body, required=("call", "item", "appellant", "reason"), optional=())
+        named = s.users is not None
+        fields = check_fields(body, required=("call", "item", "reason") + (() if named else ("appellant",)),
+                              optional=("appellant",) if named else ())
+        who(request, fields, "appellant")
         await run_in_threadpool(read, lambda con: precheck_verdict(con, s, fields["call"], fields["item"]))
 
         def do(con: duckdb.DuckDBPyConnection) -> dict:
@@ -496,7 +723,10 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     @app.post("/api/appeals/{appeal_id}/close")
     async def close_appeal(appeal_id: int, request: Request) -> JSONResponse:
         body = await json_body(request)
-        fields = check_fields(body, required=("outcome", "reviewer"), optional=("comment", "verdict"))
+        named = s.users is not None
+        fields = check_fields(body, required=("outcome",) + (() if named else ("reviewer",)),
+                              optional=("comment", "verdict") + (("reviewer",) if named else ()))
+        who(request, fields, "reviewer")
         if fields["outcome"] not in appeals_mod.OUTCOMES:
             raise AppError(422, f"outcome must be one of {', '.join(appeals_mod.OUTCOMES)}")
         if fields.get("verdict") == "":
@@ -564,6 +794,7 @@ async def json_body(request: Request) -> dict:
 
 
 def check_fields(body: dict, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, str]:
+    """The body's fields as strings: 422 for unknown, missing, non-string or empty required ones."""
     unknown = sorted(set(body) - set(required) - set(optional))
     if unknown:
         raise AppError(422, f"unknown field(s): {', '.join(unknown)}; expected {', '.join(required + optional)}")

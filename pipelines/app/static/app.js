@@ -5,6 +5,7 @@
   const REVIEWER_KEY = "callqa.reviewer";
 
   function reviewerName() {
+    if (document.body.dataset.user) return document.body.dataset.user;  // accounts: the signed-in user
     const top = document.getElementById("reviewer-name");
     return (top && top.value.trim()) || localStorage.getItem(REVIEWER_KEY) || "";
   }
@@ -67,6 +68,7 @@
         if (button) button.disabled = false;
         if (res.ok) {
           showStatus(status, "saved", true);
+          if (form.hasAttribute("data-next")) { location.href = res.data.next || "/"; return; }
           if (form.hasAttribute("data-reload")) {
             sessionStorage.setItem("callqa.scroll", String(window.scrollY));
             location.reload();
@@ -107,6 +109,15 @@
       let cur = null;
       for (const s of segs) { if (s.start <= audio.currentTime + 0.05) cur = s; }
       segs.forEach((s) => s.li.classList.toggle("playing", s === cur));
+    });
+  }
+
+  function setupLogout() {
+    const btn = document.getElementById("logout");
+    if (!btn) return;
+    btn.addEventListener("click", async () => {
+      await postJSON("/api/logout", {});
+      location.href = "/login";
     });
   }
 
@@ -164,6 +175,7 @@
     setupForms();
     setupSeek();
     setupAutosubmit();
+    setupLogout();
     setupQueue();
   });
 })();
