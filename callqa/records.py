@@ -115,3 +115,13 @@ class NeedTag:
     title: dict[str, str]
     confidence: float  # strongest matching sentence, 0..1
     evidence: tuple[Evidence, ...]
+
+
+@dataclass(frozen=True)
+class RecordingState:
+    """Where a stored recording stands: its status (new, transcribed, scored, failed, no_speech, skipped), how many
+    runs tried it, and whether its failure can change on a retry ('permanent' or 'transient'; None if none)."""
+
+    status: str
+    attempts: int
+    failure_kind: str | None = None

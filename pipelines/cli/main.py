@@ -133,7 +133,7 @@ def cmd_run(settings: Settings, dir: Path, manifest: Path | None, db: Path, chec
         ids = [c.id for c in load_routed_checklists(load_routing(routing)).values()]
     else:
         ids = [load_checklist(checklist).id]
-    with Store(db, read_only=True) as store:
+    with Store.open_readonly(db) as store:
         for cid in dict.fromkeys(ids):
             try:
                 for wk in weeks(store.con, cid):
@@ -160,7 +160,7 @@ def cmd_scorecard(week: str | None, db: Path, checklist: str, as_json: bool) -> 
     from callqa.pipelines.reports.scorecard import format_scorecard
     from callqa.pipelines.store.database import Store
 
-    with Store(db, read_only=True) as store:
+    with Store.open_readonly(db) as store:
         card = weekly_scorecard(store.con, week, checklist)
     print(json.dumps(card.to_dict(), ensure_ascii=False, indent=2) if as_json else format_scorecard(card))
     return 0
@@ -217,22 +217,17 @@ def _eval_from_audio(manifest: Path, db: Path, checklist_arg: str, asr, checklis
     from callqa.pipelines.run.flows import RunConfig, process_batch
     from callqa.pipelines.store.database import Store
 
-    from callqa.records import Evidence, ItemVerdict
+    from callqa.records import ItemVerdict
 
     manifest = Path(manifest)
     summary = process_batch(manifest.parent, manifest, RunConfig(db, checklist_arg, asr, progress=not quiet))
     for line in summary.lines():
         print(line, file=sys.stderr)
     results = []
-    with Store(db, read_only=True) as store:
+    with Store.open_readonly(db) as store:
         for r in rows:
             rid = file_sha256(manifest.parent / r["file"])
-            got = store.con.execute(
-                "SELECT item_id, verdict, confidence, evidence, reason FROM item_verdicts WHERE recording_id = ? "
-                "AND checklist_id = ? AND checklist_version = ?", [rid, checklist.id, checklist.version],
-            ).fetchall()
-            verdicts = [ItemVerdict(i, v, c, tuple(Evidence(**e) for e in json.loads(ev or "[]")), reason or "")
-                        for i, v, c, ev, reason in got]
+            verdicts = store.item_verdicts(rid, checklist.id, checklist.version)
             if not verdicts:  # not scored (failed or no speech): every item counts as not detected
                 verdicts = [ItemVerdict(i, "fail", 0.0, (), "call not scored") for i in checklist.item_ids]
             results.append((str(r.get("call_id") or r["file"]), r["labels"], verdicts))

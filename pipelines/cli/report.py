@@ -70,7 +70,7 @@ def _open(db: Path, write: bool) -> Store:
     if not Path(db).exists():
         raise FileNotFoundError(f"no database at {db}; run `callqa run` first")
     # a review is a write like any other: it takes the writer lock (and waits for a running batch a while)
-    return Store(db, read_only=not write, wait=30.0 if write else 5.0)
+    return Store(db, wait=30.0) if write else Store.open_readonly(db)
 
 
 call_option = click.option("--call", metavar="ID", help="call id, recording id or its first 8+ characters")

@@ -57,10 +57,9 @@ def plan_run(store: Store, entries: list[BatchEntry], checklist: Checklist, max_
         if store.load_transcript(rid) is not None:
             plan.to_score.append((entry, rid))
             continue
-        status, attempts, kind = store.con.execute(
-            "SELECT status, attempts, failure_kind FROM recordings WHERE recording_id = ?", [rid]
-        ).fetchone()
-        if status in ("failed", "no_speech") and (kind == "permanent" or (attempts or 0) >= max_attempts):
+        state = store.recording_state(rid)  # registered just above
+        if state.status in ("failed", "no_speech") and (state.failure_kind == "permanent"
+                                                        or state.attempts >= max_attempts):
             plan.skipped += 1  # left with its reason: bad bytes do not improve, or out of attempts
             continue
         plan.to_transcribe.append((entry, rid))

@@ -28,7 +28,7 @@ from callqa.pipelines.store.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist, parse_checklist
 from callqa.qa_rules.routing import Route, Routing
 
-from callqa.records import CallScore, NeedTag, Transcript
+from callqa.records import CallScore, Evidence, ItemVerdict, NeedTag, RecordingState, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,13 @@ class Store:
             if self._lock:
                 self._lock.release()
             raise
+
+    @classmethod
+    def open_readonly(cls, path: str | Path = DEFAULT_DB, wait: float = 5.0) -> Store:
+        """The store for readers (the CLI's read commands): a DuckDB read-only connection (no
+        writer lock, no migration; it reads during a batch and cannot change the file). A missing file raises
+        FileNotFoundError; a writer holding DuckDB's own lock longer than `wait` seconds, DatabaseBusy."""
+        return cls(path, read_only=True, wait=wait)
 
     def close(self) -> None:
         self.con.close()
@@ -434,6 +441,20 @@ class Store:
             "SELECT 1 FROM call_scores WHERE recording_id = ? AND checklist_id = ? AND checklist_version = ?",
             [recording_id, checklist.id, checklist.version],
         ).fetchone() is not None
+
+    def recording_state(self, recording_id: str) -> RecordingState | None:
+        row = self.con.execute("SELECT status, attempts, failure_kind FROM recordings WHERE recording_id = ?",
+                               [recording_id]).fetchone()
+        return RecordingState(row[0], row[1] or 0, row[2]) if row else None
+
+    def item_verdicts(self, recording_id: str, checklist_id: str, version: int) -> list[ItemVerdict]:
+        """The stored (automatic) verdicts of one call under one checklist version, as scored; [] if not scored."""
+        rows = self.con.execute(
+            "SELECT item_id, verdict, confidence, evidence, reason FROM item_verdicts WHERE recording_id = ? "
+            "AND checklist_id = ? AND checklist_version = ?", [recording_id, checklist_id, version],
+        ).fetchall()
+        return [ItemVerdict(i, v, c, tuple(Evidence(**e) for e in json.loads(ev or "[]")), reason or "")
+                for i, v, c, ev, reason in rows]
 
     def load_transcript(self, recording_id: str) -> Transcript | None:
         from callqa.records import Segment
