@@ -1,5 +1,8 @@
 """`callqa pipeline-bench`: N calls through the whole pipeline, time per call split by stage, and
-throughput with 1 and 2 worker processes side by side in one run (same files, fresh databases).
+throughput with 1 and 2 (or any list of) worker processes side by side in one run (same files, fresh databases).
+With `--dask` the workers are real `dask worker` processes on a Dask scheduler (pipelines/run/workers.py),
+started fresh for each worker count, and the run says what each worker costs: its start-up (process up and
+registered), its model load, its resident memory.
 
 Stages per call: decode (audio → 16 kHz arrays), ASR (VAD, diarization, language id, Whisper), checklist
 (engine on the transcript), storage (DuckDB writes for that call, connection open included),
@@ -73,21 +76,44 @@ def _split(summary, wall: float) -> dict[str, Any]:
     }
 
 
+def _dask_run(batch: Path, db: Path, w: int, root: Path) -> tuple[Any, dict[str, Any]]:
+    """One run on `w` fresh `dask worker` processes; returns the summary and what the workers cost."""
+    from callqa.pipelines.run.workers import LocalWorkers, score_inbox_with_workers
+
+    t0 = time.perf_counter()
+    with LocalWorkers(w, root / f"dask-w{w}") as lw:
+        up_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        summary = score_inbox_with_workers(batch, lw.address, w, root / f"stage-w{w}", db=str(db), progress=False)
+        flow_s = time.perf_counter() - t1
+        rss = lw.rss_mb()
+    loads = [c.get("model_load", 0.0) for c in summary.timings["calls"] if c.get("model_load", 0.0) > 0.05]
+    return summary, {"cluster_up_s": round(up_s, 2), "flow_call_s": round(flow_s, 2),
+                     "worker_start_s": round(statistics.mean(x.ready_s or 0.0 for x in lw.workers), 2),
+                     "worker_model_load_s": round(statistics.mean(loads), 2) if loads else 0.0,
+                     "worker_rss_mb": round(statistics.mean(rss.values())) if rss else 0}
+
+
 def run_bench(n: int = 8, workers: tuple[int, ...] = (1, 2), sources: list[Path] | None = None,
-              prefect: bool = False, keep: Path | None = None) -> dict[str, Any]:
-    """Score the same `n` calls once per worker count into fresh databases; returns the comparison."""
+              prefect: bool = False, keep: Path | None = None, dask: bool = False) -> dict[str, Any]:
+    """Score the same `n` calls once per worker count into fresh databases; returns the comparison.
+    `dask`: through the Prefect flow on real `dask worker` processes, started anew for each count."""
     from callqa.pipelines.run import flows
 
     sources = sources or default_sources()
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="callqa-bench-"))
     batch = bench_batch(root / "batch", n, sources)
-    results: dict[str, Any] = {"n": n, "cpus": os.cpu_count(), "prefect": prefect, "runs": {}}
+    results: dict[str, Any] = {"n": n, "cpus": os.cpu_count(), "prefect": prefect or dask, "dask": dask, "runs": {}}
     for w in workers:
         db = root / f"bench-w{w}.duckdb"
         for p in (db, db.with_name(db.name + ".wal")):
             p.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        if prefect:
+        if dask:
+            summary, cost = _dask_run(batch, db, w, root)
+            results.setdefault("flow_call_s", {})[w] = cost.pop("flow_call_s")
+            results.setdefault("worker_cost", {})[w] = cost
+        elif prefect:
             summary = flows.run_scoring_flow(str(batch), db=str(db), workers=w, progress=False)
             results.setdefault("flow_call_s", {})[w] = round(time.perf_counter() - t0, 2)
         else:
@@ -105,8 +131,9 @@ def run_bench(n: int = 8, workers: tuple[int, ...] = (1, 2), sources: list[Path]
 def format_bench(r: dict[str, Any]) -> str:
     ws = list(r["runs"])
     head = f"{'':<26}" + "".join(f"{f'{w} worker' + ('s' if w > 1 else ''):>14}" for w in ws)
-    out = [f"pipeline-bench: {r['n']} calls, {r['cpus']} CPUs, "
-           f"{'Prefect flow (task runs)' if r['prefect'] else 'no Prefect'}", head]
+    how = ("Prefect flow on Dask worker processes" if r.get("dask") else
+           "Prefect flow (task runs)" if r["prefect"] else "no Prefect")
+    out = [f"pipeline-bench: {r['n']} calls, {r['cpus']} CPUs, {how}", head]
     for st in STAGES:
         out.append(f"{st + ' s/call':<26}" + "".join(f"{r['runs'][w]['per_call_s'][st]:>14.3f}" for w in ws))
     for key, label in (("model_loads_s", "model loads s (once)"), ("wall_s", "wall s"), ("audio_s", "audio s"),
@@ -114,10 +141,18 @@ def format_bench(r: dict[str, Any]) -> str:
         out.append(f"{label:<26}" + "".join(f"{r['runs'][w][key]:>14}" for w in ws))
     if "flow_call_s" in r:
         out.append(f"{'flow call s (w/ start-up)':<26}" + "".join(f"{r['flow_call_s'][w]:>14}" for w in ws))
+    base = r["runs"][ws[0]]["calls_per_min"]
+    if len(ws) > 1 and base:
+        out.append(f"{'speed-up vs ' + str(ws[0]):<26}" + "".join(
+            f"{r['runs'][w]['calls_per_min'] / base:>14.2f}" for w in ws))
+    for key, label in (("cluster_up_s", "cluster up s"), ("worker_start_s", "per worker: start s"),
+                       ("worker_model_load_s", "per worker: model load s"), ("worker_rss_mb", "per worker: RSS MB")):
+        if "worker_cost" in r:
+            out.append(f"{label:<26}" + "".join(f"{r['worker_cost'][w][key]:>14}" for w in ws))
     ov = r.get("overhead_vs_asr")
     if ov is not None:
         out.append(f"orchestration + storage = {100 * ov:.2f}% of ASR time per call ({ws[0]} worker; target <= 5%)")
-    out.append("with 2 workers the stages of two calls overlap: per-call stage times are what each call took, "
+    out.append("with several workers the stages of calls overlap: per-call stage times are what each call took, "
                "throughput is what the machine did")
     return "\n".join(out)
 
@@ -179,10 +214,10 @@ def scorecard_query_bench(db: str | Path, repeats: int = 5) -> dict[str, Any]:
 
 
 def main_bench(n: int, workers: tuple[int, ...], prefect: bool, as_json: bool, scorecard_rows: int | None,
-               sources: list[Path] | None = None) -> str:
+               sources: list[Path] | None = None, dask: bool = False) -> str:
     out: dict[str, Any] = {}
     if n:
-        out["pipeline"] = run_bench(n, workers, sources, prefect)
+        out["pipeline"] = run_bench(n, workers, sources, prefect, dask=dask)
     if scorecard_rows:
         with tempfile.TemporaryDirectory(prefix="callqa-scorecard-") as d:
             db = Path(d) / "big.duckdb"

@@ -60,6 +60,8 @@ class LocalWorkers:
     nanny: bool = False
     start_timeout: float = 120.0
     stop_s: float = 10.0
+    idle_timeout_s: float = 300.0  # a scheduler with no client this long stops (its workers follow in 60 s), so
+    # nothing outlives a parent that was killed before it could stop them
     env: dict[str, str] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)  # more `dask worker` options, e.g. --memory-limit 2GB
     scheduler: subprocess.Popen | None = None
@@ -98,7 +100,8 @@ class LocalWorkers:
         log = self.root / "scheduler.log"
         t0 = time.monotonic()
         self.scheduler = self._popen(dask + ["--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                             "--scheduler-file", str(sched_file)], log)
+                                             "--scheduler-file", str(sched_file),
+                                             "--idle-timeout", f"{self.idle_timeout_s:.0f}s"], log)
         while not sched_file.is_file() or not sched_file.read_text(encoding="utf-8").strip():
             self._check_alive(self.scheduler, "dask scheduler", log, t0)
             time.sleep(0.2)
