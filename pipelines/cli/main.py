@@ -316,15 +316,17 @@ def cmd_serve(dir: Path, db: Path, manifest: str | None, cron: str, every: float
 @click.option("--source", type=PathType, multiple=True, metavar="DIR",
               help="folder(s) of recordings to draw from, repeatable (default: the bundled samples)")
 @click.option("--prefect", is_flag=True, help="run through the Prefect flow (task runs) instead of plain functions")
+@click.option("--dask", is_flag=True, help="through the Prefect flow on fresh `dask worker` processes, one set per "
+              "worker count, with each worker's start-up, model load and memory (e.g. --workers 1,2,4)")
 @click.option("--scorecard-rows", type=int, default=0, metavar="N",
               help="also time the scorecard query on this many generated verdict rows (e.g. 1000000)")
 @json_option()
-def cmd_pipeline_bench(calls: int, workers: str, source: tuple[Path, ...], prefect: bool, scorecard_rows: int,
-                       as_json: bool) -> int:
+def cmd_pipeline_bench(calls: int, workers: str, source: tuple[Path, ...], prefect: bool, dask: bool,
+                       scorecard_rows: int, as_json: bool) -> int:
     from callqa.pipelines.bench.pipeline_bench import main_bench
 
     counts = tuple(int(w) for w in split_list(workers))
-    print(main_bench(calls, counts, prefect, as_json, scorecard_rows, list(source) or None))
+    print(main_bench(calls, counts, prefect, as_json, scorecard_rows, list(source) or None, dask=dask))
     return 0
 
 
