@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,21 +27,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, shared_data):
+def serve(app):
     import uvicorn
-    from callqa.pipelines.app.server import create_app
 
-    db = dev_db_copy(tmp_path_factory, "browserapp")
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not srv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", db
+    return srv, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, shared_data):
+    from callqa.pipelines.app.server import create_app
+
+    db = dev_db_copy(tmp_path_factory, "browserapp")
+    srv, thread, base = serve(create_app(db))
+    yield base, db
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -123,6 +131,12 @@ def test_call_page_plays_evidence_and_takes_an_override(server, browser):
       return r && [...r.cells].map(c => c.textContent.trim()); })()""")
     assert row is not None and row[1:] == ["browser-lee", auto, flipped, "heard it on the recording"]
     assert browser.eval("document.querySelector('#item-usage_scenario').dataset.verdict") == flipped
+    listed = subprocess.run([sys.executable, "-m", "callqa.pipelines.cli", "review", "list", "--db", str(db),
+                             "--call", "D001", "--item", "usage_scenario", "--json"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    latest = json.loads(listed.stdout)[0]  # `callqa review list` shows the review the page stored
+    assert (latest["reviewer"], latest["verdict"], latest["auto_verdict"], latest["comment"]) == (
+        "browser-lee", flipped, auto, "heard it on the recording")
 
     assert browser.open(f"{base}/queue?week=2026-W46") == []
     first = browser.eval("document.querySelector('tr.q-row.selected').dataset.call")
@@ -147,3 +161,28 @@ def test_rules_bench_and_appeals_pages_work_in_the_browser(server, browser):
     assert rows == ["follow_up_time"]
     browser.screenshot(IMG / "app-rules.png")
     assert browser.errors() == []
+
+
+def test_signing_in_through_the_page(tmp_path_factory, shared_data, browser):
+    from callqa.pipelines.app.server import create_app
+    from callqa.pipelines.app.users import add_user
+
+    db = dev_db_copy(tmp_path_factory, "browserusers")
+    users = tmp_path_factory.mktemp("users") / "users.txt"
+    add_user(users, "kim", "kim-secret-1")
+    srv, thread, base = serve(create_app(db, users=users))
+    try:
+        assert browser.open(f"{base}/calls/D001") == []  # redirected to the sign-in page
+        assert browser.eval("location.pathname") == "/login"
+        browser.screenshot(IMG / "app-login.png")
+        browser.events.clear()
+        gesture(browser, """(() => { const f = document.getElementById('login-form');
+          f.elements.name.value = 'kim'; f.elements.password.value = 'kim-secret-1'; f.requestSubmit(); })()""")
+        wait_for_load(browser)  # back on the page asked for, signed in
+        assert browser.eval("location.pathname") == "/calls/D001"
+        assert browser.eval("document.getElementById('signed-in').textContent") == "kim"
+        assert browser.eval("document.querySelector('[name=reviewer]')") is None  # no name to type
+        assert browser.errors() == []
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
