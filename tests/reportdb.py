@@ -11,38 +11,16 @@ import shutil
 import threading
 from pathlib import Path
 
-from tests.conftest import DEV, dev_calls
+from tests.conftest import DEV
 
 _lock = threading.Lock()
 _built: dict[str, Path] = {}
 
 
 def build_dev_db(path: Path) -> Path:
-    from callqa.pipelines.run.batch import file_sha256
-    from callqa.pipelines.run.flows import make_engine
-    from callqa.pipelines.store.database import Store, parse_started_at
-    from callqa.qa_rules.checklist import load_checklist
+    from callqa.pipelines.app.bench import build_dev_db as build
 
-    from callqa.records import Transcript
-
-    checklist = load_checklist("sales_core")
-    engine = make_engine(checklist)
-    with Store(path) as store:
-        store.save_checklist(checklist)
-        for row in dev_calls():
-            audio = DEV / row["file"]
-            rid = file_sha256(audio)
-            aware, local = parse_started_at(row["started_at"])
-            store.upsert_recording(
-                rid, path=str(audio), file_name=audio.name, size_bytes=audio.stat().st_size, call_id=row["call_id"],
-                agent_id=row["agent_id"], customer_id=row["customer_id"], started_at=aware, started_local=local,
-                language=row["language"], direction=row["direction"], agent_channel=0, duration_s=row["duration_s"],
-                channels=2, sample_rate=16000, status="new", metadata={"product": row.get("product")},
-            )
-            transcript = Transcript.from_turns(row["turns"], row["language"])
-            store.save_transcript(rid, transcript)
-            store.save_score(rid, engine.score(transcript))
-    return path
+    return build(path, DEV, status="new")
 
 
 def dev_db(tmp_path_factory) -> Path:

@@ -37,8 +37,9 @@ def shared_dev() -> Path:
     return Path(os.environ.get("CALLQA_SHARED_DATA", REPO.parent / "shared" / "data")) / "dev"
 
 
-def build_dev_db(path: Path, dev: Path | None = None) -> Path:
-    """The shared dev calls' reference turns, scored by the real engine into a new database at `path`."""
+def build_dev_db(path: Path, dev: Path | None = None, status: str = "scored") -> Path:
+    """The shared dev calls' reference turns, scored by the real engine into a new database at `path`, each
+    recording stored with `status` and pointing at its real dev audio (tests/reportdb.py builds the tests' one here)."""
     from callqa.pipelines.run.batch import file_sha256
     from callqa.pipelines.run.flows import make_engine
     from callqa.pipelines.store.database import Store, parse_started_at
@@ -60,7 +61,7 @@ def build_dev_db(path: Path, dev: Path | None = None) -> Path:
                 rid, path=str(audio), file_name=audio.name, size_bytes=audio.stat().st_size, call_id=row["call_id"],
                 agent_id=row["agent_id"], customer_id=row["customer_id"], started_at=aware, started_local=local,
                 language=row["language"], direction=row["direction"], agent_channel=0, duration_s=row["duration_s"],
-                channels=2, sample_rate=16000, status="scored", metadata={"product": row.get("product")})
+                channels=2, sample_rate=16000, status=status, metadata={"product": row.get("product")})
             transcript = Transcript.from_turns(row["turns"], row["language"])
             store.save_transcript(rid, transcript)
             store.save_score(rid, engine.score(transcript))
