@@ -16,11 +16,11 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from callqa.pipelines.app.gate import AUTO, QUEUE, bootstrap_intervals
+from callqa.pipelines.app.gate import AUTO, QUEUE
 from callqa.pipelines.app.server import create_app
 from callqa.pipelines.reports.report_data import load_dataset, weeks
 from callqa.pipelines.store.database import Store
-from callqa.pipelines.store.review import add_review, agreement, bootstrap_interval, gwet_ac1
+from callqa.pipelines.store.review import add_review, agreement, bootstrap_interval, bootstrap_intervals, gwet_ac1
 from callqa.qa_rules.checklist import load_checklist
 from fastapi.testclient import TestClient
 
