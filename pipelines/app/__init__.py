@@ -1,5 +1,6 @@
 """`callqa app`: the review workstation, a local web app where QA leads check verdicts, play the evidence,
-override and appeal (see docs/app.md). The server lives in `server.py`; this module only registers the command."""
+override and appeal (see docs/app.md). The server lives in `server.py`; `cmd_app` here starts it (its options:
+`pipelines/cli/workstation.py`)."""
 
 from __future__ import annotations
 
@@ -8,51 +9,6 @@ import secrets
 import sys
 import time
 from pathlib import Path
-
-from callqa.pipelines.store.database import DEFAULT_DB
-from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
-
-
-def add_app_command(sub: argparse._SubParsersAction) -> None:
-    """Register `callqa app` and `callqa rules` (the checklist test bench the app also serves)."""
-    ap = sub.add_parser("app", help="the review workstation: a local web app to check, override and appeal verdicts",
-                        description="Serve the review workstation over one database: the week's scorecard, agents, "
-                        "calls with transcript, evidence and audio, the review queue (j/k/p/f), overrides and "
-                        "appeals. Binds 127.0.0.1; any other address needs --token.")
-    ap.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"DuckDB file (default: ./{DEFAULT_DB})")
-    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ap.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    ap.add_argument("--token", help="secret every request must carry (required to bind a non-loopback address); "
-                    "'auto' makes a random one")
-    ap.add_argument("--users", type=Path, metavar="FILE",
-                    help="reviewer accounts (names and scrypt hashes: python -m callqa.pipelines.app.users add FILE "
-                    "NAME): everyone signs in and reviews are stored under that name; allows a non-loopback address")
-    ap.add_argument("--checklist", default=DEFAULT_CHECKLIST,
-                    help=f"checklist id or YAML file (its items' review: gates apply; default: {DEFAULT_CHECKLIST})")
-    ap.add_argument("--lang", default="en", choices=["en", "zh"], help="language of item titles")
-    ap.add_argument("--write-wait", type=float, default=5.0, metavar="SECONDS",
-                    help="how long a review waits for a running batch to let go of the database before the page "
-                    "says 503 (default 5)")
-    ap.set_defaults(func=cmd_app)
-    add_rules_command(sub)  # `callqa rules test`: the same bench as the app's /rules page
-
-
-def add_rules_command(sub: argparse._SubParsersAction) -> None:
-    rp = sub.add_parser("rules", help="test a checklist: its items' examples (and a dialogue) through the engine",
-                        description="Run every item's examples (must-pass / must-fail snippets) and optionally a "
-                        "dialogue through the checklist engine and print the verdicts; nothing is stored. Exits 1 "
-                        "when an example comes out wrong.")
-    rp.add_argument("action", choices=["test"])
-    rp.add_argument("--checklist", required=True, help="bundled checklist name or YAML path")
-    rp.add_argument("--dialogue", type=Path, help="a dialogue: JSON turns, or lines 'agent: …' / 'customer: …'")
-    rp.add_argument("--json", action="store_true", help="print one JSON object")
-    rp.set_defaults(func=cmd_rules)
-
-
-def cmd_rules(args: argparse.Namespace) -> int:
-    from callqa.pipelines.app.rules import cmd_rules as run
-
-    return run(args)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
