@@ -154,21 +154,41 @@ def team_engine(encoder):
     return ChecklistEngine(load_checklist(TEAM), encoder)
 
 
-def test_team_item_is_refit_byte_for_byte_from_its_examples(tmp_path, capsys):
-    """`callqa train --checklist` on the shipped team checklist rewrites the same heads (seeded, deterministic)
-    and a checklist that pins them; the report says how the held-out examples fared."""
+def test_team_item_is_refit_from_its_examples(tmp_path, capsys, team_engine, encoder):
+    """`callqa train --checklist` on the shipped team checklist refits heads that judge every example as the shipped
+    ones do, and writes a checklist that pins the new file. Byte-identity holds on one machine (the seeded test above);
+    across CPUs it cannot: the encoder runs bf16 where the CPU has it and fp32 elsewhere, and the refit weights then
+    move by a few hundredths (0.047 of 2.7 between the two measured), so what must hold is the behaviour."""
     from callqa.pipelines.cli.main import main
+    from callqa.qa_rules.engine import ChecklistEngine
+    from callqa.qa_rules.learned import file_sha256
+
+    from callqa.records import Transcript
 
     assert main(["-q", "train", "--checklist", str(TEAM), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "fitted follow_up_time from 18 pass / 20 fail examples" in out
     shipped = load_checklist(TEAM)
     refit = load_checklist(tmp_path / "team_follow_up.yaml")
-    assert refit.heads_sha256 == shipped.heads_sha256
+    assert refit.heads_sha256 == file_sha256(refit.heads_path)
     heads = load_heads(refit.heads_path, refit.heads_sha256)
+    old = load_heads(shipped.heads_path, shipped.heads_sha256)
     assert heads.head("follow_up_time").unit == "pieces"
+    assert heads.head("follow_up_time").w1.shape == old.head("follow_up_time").w1.shape
     rep = heads.meta["example_heads"]["heads"]["follow_up_time"]
+    was = old.meta["example_heads"]["heads"]["follow_up_time"]
     assert rep["loo_pass_recall"] >= 0.8 and rep["bank_flagged"] < 0.1
+    assert abs(rep["loo_pass_recall"] - was["loo_pass_recall"]) <= 0.12  # at most one of 18 held-out examples moves
+    refit_engine = ChecklistEngine(refit, encoder)
+
+    def verdict(engine: ChecklistEngine, text: str) -> str:
+        t = Transcript.from_turns([{"speaker": "customer", "text": "好的 / ok"}, {"speaker": "agent", "text": text}])
+        return next(v for v in engine.verdicts(t) if v.item_id == "follow_up_time").verdict
+    examples = shipped.item("follow_up_time").examples
+    texts = examples["pass"] + examples["fail"]
+    moved = [x for x in texts if verdict(team_engine, x) != verdict(refit_engine, x)]
+    # 0 today between the shipped file (fitted on a bf16 CPU) and an fp32 refit
+    assert len(moved) <= 1, moved
 
 
 def test_team_item_passes_its_own_examples(team_engine):
