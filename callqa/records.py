@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 from typing import Literal, Protocol
 
 import numpy as np
@@ -125,3 +128,105 @@ class RecordingState:
     status: str
     attempts: int
     failure_kind: str | None = None
+
+
+# --- what the store gives back to reports (callqa.pipelines.store.reads, .history) --------------------------
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """A scored call as the week's read model needs it: who, when (local wall clock, its ISO week), where the
+    audio is, how long it is. `call_id` falls back to the file name, `agent_id` to '(unknown)'."""
+
+    recording_id: str
+    call_id: str
+    agent_id: str
+    started_local: datetime | None
+    week: str
+    language: str | None
+    path: str
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class ReviewedVerdict:
+    """A stored verdict with the latest human review applied: `verdict` is the human one where there is one,
+    `auto_verdict` the machine's. Evidence stays JSON until it is read (a big week's scorecard never needs it)."""
+
+    item_id: str
+    verdict: str
+    auto_verdict: str
+    human_verdict: str | None
+    reviewer: str | None
+    comment: str | None
+    confidence: float
+    evidence_json: str
+    reason: str
+
+    @cached_property
+    def evidence(self) -> tuple[Evidence, ...]:
+        return tuple(Evidence(**e) for e in json.loads(self.evidence_json or "[]"))
+
+
+@dataclass(frozen=True)
+class RouteCount:
+    """How many of an agent's calls routing last sent to a checklist (`skip_reason` None) or set aside."""
+
+    agent_id: str
+    checklist_id: str | None
+    skip_reason: str | None
+    calls: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One `callqa run` as the `runs` table keeps it (counts are None until the run finished)."""
+
+    run_id: str
+    status: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    source_dir: str | None
+    checklist_id: str | None
+    checklist_version: int | None
+    found: int | None
+    scored: int | None
+    skipped: int | None
+    failed: int | None
+    no_speech: int | None
+    workers: int | None
+    orchestrator: str | None
+    host: str | None
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class RecordingFailure:
+    """The latest state of a recording that failed or had no speech."""
+
+    file: str
+    status: str
+    reason: str | None
+    kind: str | None  # 'permanent' | 'transient'
+    attempts: int | None
+    message: str | None
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A batch row that never became a recording (missing file, outside the batch folder)."""
+
+    file: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AgentActivity:
+    """How many scored calls an agent has in the database, and the first and last (local wall clock)."""
+
+    agent_id: str | None
+    calls: int
+    first_call: datetime | None
+    last_call: datetime | None

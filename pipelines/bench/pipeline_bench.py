@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from callqa.pipelines.store import reads, synthetic
 from callqa.pipelines.store.database import Store
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
@@ -62,8 +63,7 @@ def _split(summary, wall: float) -> dict[str, Any]:
     orchestration = max(0.0, wall - per_worker_busy / workers) if workers > 1 else max(0.0, wall - per_worker_busy)
     audio_s = 0.0
     with Store(summary.db, read_only=True) as store:
-        audio_s = store.con.execute("SELECT coalesce(sum(duration_s), 0) FROM recordings WHERE status = 'scored'"
-                                    ).fetchone()[0]
+        audio_s = reads.scored_audio_seconds(store)
     return {
         "calls": len(calls), "scored": summary.counts["scored"], "wall_s": round(wall, 2),
         "plan_s": round(summary.timings["plan_s"], 3),
@@ -166,32 +166,9 @@ def generate_verdicts(db: str | Path, verdict_rows: int = 1_000_000, agents: int
     from callqa.qa_rules.checklist import load_checklist
 
     cl = load_checklist(DEFAULT_CHECKLIST)
-    items = [it.id for it in cl.items]
-    n_calls = -(-verdict_rows // len(items))  # at least `verdict_rows`
+    n_calls = -(-verdict_rows // len(cl.items))  # at least `verdict_rows`
     with Store(db) as store:
-        con = store.con
-        store.save_checklist(cl)
-        con.execute(f"SELECT setseed({seed / 100})")
-        con.execute(
-            "INSERT INTO recordings (recording_id, path, file_name, agent_id, started_at, started_local, status, "
-            "duration_s) SELECT 'gen' || i, '/gen/' || i || '.flac', i || '.flac', "
-            "'A' || lpad(CAST(i % ? AS VARCHAR), 3, '0'), TIMESTAMPTZ '2026-05-04 09:00:00+08' + "
-            "to_seconds(CAST(floor(random() * ? * 7 * 86400) AS BIGINT)), NULL, 'scored', 60 + random() * 300 "
-            "FROM range(?) t(i)", [agents, weeks, n_calls],
-        )
-        con.execute("UPDATE recordings SET started_local = CAST(timezone('Asia/Shanghai', started_at) AS TIMESTAMP) "
-                    "WHERE recording_id LIKE 'gen%'")
-        con.execute(
-            "INSERT INTO call_scores (recording_id, checklist_id, checklist_version, score, points, max_points, "
-            "critical_fail) SELECT recording_id, ?, ?, round(random() * 100, 1), 0, 0, random() < 0.05 "
-            "FROM recordings WHERE recording_id LIKE 'gen%'", [cl.id, cl.version],
-        )
-        con.execute(
-            "INSERT INTO item_verdicts (recording_id, checklist_id, checklist_version, item_id, verdict, confidence, "
-            "evidence, reason) SELECT r.recording_id, ?, ?, it.item_id, CASE WHEN random() < 0.7 THEN 'pass' WHEN "
-            "random() < 0.8 THEN 'fail' ELSE 'na' END, random(), '[]', '' FROM recordings r, "
-            "(SELECT unnest(?) AS item_id) it WHERE r.recording_id LIKE 'gen%'", [cl.id, cl.version, items],
-        )
+        synthetic.add_synthetic_calls(store, cl, n_calls, agents, weeks, seed)
         return store.counts()
 
 
@@ -200,14 +177,14 @@ def scorecard_query_bench(db: str | Path, repeats: int = 5) -> dict[str, Any]:
     from callqa.pipelines.reports.report_data import weekly_scorecard, weeks
 
     with Store(db, read_only=True) as store:
-        wk = weeks(store.con)
+        wk = weeks(store)
         times = []
         card = None
         for _ in range(repeats):
             t0 = time.perf_counter()
-            card = weekly_scorecard(store.con, wk[len(wk) // 2])
+            card = weekly_scorecard(store, wk[len(wk) // 2])
             times.append(time.perf_counter() - t0)
-        verdicts = store.con.execute("SELECT count(*) FROM item_verdicts").fetchone()[0]
+        verdicts = reads.verdict_rows(store)
     return {"verdict_rows": verdicts, "week": card.week, "agents": len(card.agents),
             "calls_in_week": sum(a.calls for a in card.agents), "first_s": round(times[0], 3),
             "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3)}

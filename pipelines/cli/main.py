@@ -136,9 +136,9 @@ def cmd_run(settings: Settings, dir: Path, manifest: Path | None, db: Path, chec
     with Store.open_readonly(db) as store:
         for cid in dict.fromkeys(ids):
             try:
-                for wk in weeks(store.con, cid):
+                for wk in weeks(store, cid):
                     print()
-                    print(format_scorecard(weekly_scorecard(store.con, wk, cid)))
+                    print(format_scorecard(weekly_scorecard(store, wk, cid)))
             except LookupError as e:
                 print(f"no scorecard: {e}")
     print(f"\ndatabase: {Path(db).resolve()}")
@@ -161,7 +161,7 @@ def cmd_scorecard(week: str | None, db: Path, checklist: str, as_json: bool) -> 
     from callqa.pipelines.store.database import Store
 
     with Store.open_readonly(db) as store:
-        card = weekly_scorecard(store.con, week, checklist)
+        card = weekly_scorecard(store, week, checklist)
     print(json.dumps(card.to_dict(), ensure_ascii=False, indent=2) if as_json else format_scorecard(card))
     return 0
 

@@ -91,7 +91,7 @@ def review_set(db: Path, call: str, item: str, verdict: str, reviewer: str, comm
     from callqa.pipelines.store import review as rv
 
     with _open(db, write=True) as store:
-        r = rv.add_review(store.con, call, item, verdict, reviewer, comment or "", checklist)
+        r = rv.add_review(store, call, item, verdict, reviewer, comment or "", checklist)
     print(f"review {r.review_id}: {r.call_id or r.recording_id[:12]} {r.item_id}: {r.auto_verdict} -> "
           f"{r.verdict} by {r.reviewer}")
     return 0
@@ -108,7 +108,7 @@ def review_list(db: Path, call: str | None, item: str | None, current: bool, as_
     from callqa.pipelines.store import review as rv
 
     with _open(db, write=False) as store:
-        reviews = rv.list_reviews(store.con, call, item, current_only=current)
+        reviews = rv.list_reviews(store, call, item, current_only=current)
     if as_json:
         print(json.dumps([r.__dict__ for r in reviews], ensure_ascii=False, default=str, indent=2))
         return 0
@@ -131,7 +131,7 @@ def review_stats(db: Path, checklist: str, week: str | None, as_json: bool) -> i
     from callqa.pipelines.store import review as rv
 
     with _open(db, write=False) as store:
-        stats = rv.agreement(store.con, checklist, week=week)
+        stats = rv.agreement(store, checklist, week=week)
     print(json.dumps([s.__dict__ for s in stats], ensure_ascii=False, indent=2) if as_json
           else rv.format_agreement(stats))
     return 0
@@ -148,6 +148,6 @@ def review_import_labels(db: Path, manifest: Path, reviewer: str, checklist: str
     from callqa.pipelines.store import review as rv
 
     with _open(db, write=True) as store:
-        n = rv.import_labels(store.con, manifest, reviewer, checklist)
+        n = rv.import_labels(store, manifest, reviewer, checklist)
     print(f"recorded {n} labels from {manifest} as reviews by {reviewer}")
     return 0

@@ -19,7 +19,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-import duckdb
+from callqa.pipelines.store.reader import Reader
+from callqa.pipelines.store.reads import call_segments
 from callqa.qa_rules.timing import count_words, interruptions
 from callqa.qa_rules.timing import union_length as _union_length
 
@@ -74,10 +75,9 @@ def call_metrics(segments: list[Segment], duration_s: float | None = None, join_
     )
 
 
-def load_segments(con: duckdb.DuckDBPyConnection, recording_id: str) -> list[Segment]:
-    rows = con.execute("SELECT speaker, start_s, end_s, text, confidence FROM segments WHERE recording_id = ? "
-                       "ORDER BY seg_idx", [recording_id]).fetchall()
-    return [Segment(*r) for r in rows]
+def load_segments(db: Reader, recording_id: str) -> list[Segment]:
+    """A call's stored segments (`db`: a Store or a pooled connection)."""
+    return call_segments(db, recording_id)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ coaching examples, focus per agent, follow-ups, call metrics, review agreement);
 writes it as HTML pages with audio clips plus CSV and Parquet exports; `publish_artifact` posts
 its summary as a Prefect markdown artifact for the weekly flow.
 
-    with duckdb.connect("callqa.duckdb", read_only=True) as con:
-        report = build_week_report(con, "2026-W46")
+    with Store.open_readonly("callqa.duckdb") as store:
+        report = build_week_report(store, "2026-W46")
     files = write_report(report, Path("reports/2026-W46"))
 """
 
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 from callqa.pipelines.reports.call_metrics import AgentMetrics, CallMetrics, agent_metrics, call_metrics, load_segments
 from callqa.pipelines.reports.coaching import Example, Focus, agent_focus, item_examples, with_clips
 from callqa.pipelines.reports.followups import PromiseDetector
@@ -29,6 +28,8 @@ from callqa.pipelines.reports.report_data import (
     load_dataset,
     week_summary,
 )
+from callqa.pipelines.store.database import Store
+from callqa.pipelines.store.reader import Reader
 from callqa.pipelines.store.review import ItemAgreement, agreement
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
@@ -68,17 +69,17 @@ class WeekReport:
     generated_at: datetime = field(default_factory=datetime.now)
 
 
-def build_week_report(con: duckdb.DuckDBPyConnection, week: str | None = None, checklist_id: str = DEFAULT_CHECKLIST,
+def build_week_report(db: Reader, week: str | None = None, checklist_id: str = DEFAULT_CHECKLIST,
                       version: int | None = None, encoder: TextEmbedder | None = None, lang: str = "en",
                       ) -> WeekReport:
     """Everything the report shows for one ISO week (default: the latest week with calls)."""
-    ds = load_dataset(con, checklist_id, version)
+    ds = load_dataset(db, checklist_id, version)
     if not ds.weeks:
         raise LookupError("no scored calls with a start time")
     week = week or ds.weeks[-1]
     summary = week_summary(ds, week)
     calls = ds.week_calls(week)
-    segments = {c.recording_id: load_segments(con, c.recording_id) for c in calls}
+    segments = {c.recording_id: load_segments(db, c.recording_id) for c in calls}
     examples = item_examples(ds, week, segments.__getitem__)
     focus = agent_focus(ds, summary, segments.__getitem__, examples)
     detector = PromiseDetector(encoder)
@@ -92,7 +93,7 @@ def build_week_report(con: duckdb.DuckDBPyConnection, week: str | None = None, c
         scores = [a.score for a in agent_weeks(ds, w).values()]
         median_trend.append(round(statistics.median(scores), 1) if scores else None)
     return WeekReport(ds, summary, segments, examples, focus, followups, metrics, per_agent,
-                      agreement(con, ds.checklist_id, ds.version), median_trend, lang)
+                      agreement(db, ds.checklist_id, ds.version), median_trend, lang)
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,8 @@ def make_report(db: str | Path, week: str | None = None, out_dir: str | Path | N
         from callqa.models.text_encoder import get_encoder
 
         encoder = get_encoder()
-    with duckdb.connect(str(db), read_only=True) as con:
-        report = build_week_report(con, week, checklist_id, encoder=encoder, lang=lang)
+    with Store.open_readonly(db) as store:
+        report = build_week_report(store, week, checklist_id, encoder=encoder, lang=lang)
     files = write_report(report, Path(out_dir or Path("reports") / report.summary.week), clips=clips)
     return report, files
 

@@ -6,50 +6,31 @@ cannot disagree. Each call's score is recomputed from its *effective* verdicts (
 override where there is one) by `qa_rules`' own `call_score`, on the checklist rebuilt from the YAML
 stored with that version: weighted share of applicable items passed, 0 when a critical item failed.
 The machine's stored `call_scores.score` is only the score before review.
+
+The queries live in `pipelines/store/reads.py`; every function here takes what the caller holds (a
+`Store`, usually `Store.open_readonly`, or the web app's pooled connection) and passes it on.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 
-import duckdb
-from callqa.pipelines.store.database import WEEK_EXPR, latest_checklist_version, stored_checklist
-from callqa.pipelines.store.review import effective_verdicts_sql
+from callqa.pipelines.store import reads
+from callqa.pipelines.store.reader import Reader
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from callqa.qa_rules.engine import call_score
 
-from callqa.records import Evidence, ItemVerdict
+from callqa.records import ItemVerdict, ReviewedVerdict
+
+# A verdict of the read model: the stored one with the latest human review applied (callqa.records).
+Verdict = ReviewedVerdict
 
 
-def weeks(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST) -> list[str]:
+def weeks(db: Reader, checklist_id: str = DEFAULT_CHECKLIST) -> list[str]:
     """Every ISO week with a scored call under `checklist_id`, oldest first."""
-    rows = con.execute(
-        f"SELECT DISTINCT {WEEK_EXPR} AS wk FROM recordings r JOIN call_scores s USING (recording_id) "
-        "WHERE s.checklist_id = ? AND r.started_local IS NOT NULL ORDER BY wk", [checklist_id],
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    item_id: str
-    verdict: str  # effective: the human override when there is one
-    auto_verdict: str
-    human_verdict: str | None
-    reviewer: str | None
-    comment: str | None
-    confidence: float
-    evidence_json: str
-    reason: str
-
-    @cached_property
-    def evidence(self) -> tuple[Evidence, ...]:
-        """Parsed on first use: a scorecard over a big week never needs it."""
-        return tuple(Evidence(**e) for e in json.loads(self.evidence_json or "[]"))
+    return reads.scored_weeks(db, checklist_id)
 
 
 @dataclass(frozen=True)
@@ -122,45 +103,22 @@ def item_title(item: dict, lang: str = "en") -> str:
     return str(title or item["id"])
 
 
-def load_dataset(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST,
+def load_dataset(db: Reader, checklist_id: str = DEFAULT_CHECKLIST,
                  version: int | None = None, weeks: list[str] | None = None) -> Dataset:
     """Every scored call with a start time under one checklist version (only `weeks`, when given),
     human overrides applied and each call scored by `qa_rules`' `call_score`."""
-    version = version or latest_checklist_version(con, checklist_id)
+    version = version or reads.latest_version(db, checklist_id)
     if version is None:
         raise LookupError(f"no calls scored with checklist {checklist_id!r} yet")
-    checklist = stored_checklist(con, checklist_id, version)
-    row = con.execute("SELECT items FROM checklists WHERE checklist_id = ? AND version = ?",
-                      [checklist_id, version]).fetchone()
-    items = json.loads(row[0]) if row else []
-    params: list = [checklist_id, version]
-    week_filter = ""
-    if weeks is not None:
-        week_filter = f"AND {WEEK_EXPR} IN (SELECT unnest(?))"
-        params.append(list(weeks))
-    recs = con.execute(
-        f"SELECT r.recording_id, coalesce(r.call_id, r.file_name), coalesce(r.agent_id, '(unknown)'), "
-        f"r.started_local, {WEEK_EXPR}, coalesce(r.language, r.detected_language), r.path, r.duration_s "
-        "FROM recordings r JOIN call_scores s ON s.recording_id = r.recording_id "
-        f"WHERE s.checklist_id = ? AND s.checklist_version = ? AND r.started_local IS NOT NULL {week_filter} "
-        "ORDER BY r.started_local, r.recording_id", params,
-    ).fetchall()
-    verdict_rows = con.execute(
-        f"SELECT e.recording_id, e.item_id, e.verdict, e.auto_verdict, e.human_verdict, e.reviewer, e.comment, "
-        f"e.confidence, e.evidence, e.reason FROM ({effective_verdicts_sql(con)}) e "
-        "JOIN recordings r ON r.recording_id = e.recording_id "
-        f"WHERE e.checklist_id = ? AND e.checklist_version = ? {week_filter}", params,
-    ).fetchall()
-    by_rec: dict[str, dict[str, Verdict]] = {}
-    for rid, item, verdict, auto, human, reviewer, comment, conf, ev, reason in verdict_rows:
-        by_rec.setdefault(rid, {})[item] = Verdict(item, verdict, auto, human, reviewer, comment, conf or 0.0,
-                                                   ev or "[]", reason or "")
+    checklist = reads.checklist_at(db, checklist_id, version)
+    items = reads.checklist_items(db, checklist_id, version)
+    by_rec = reads.reviewed_verdicts(db, checklist_id, version, weeks)
     calls = []
-    for rid, call_id, agent, started, week, lang, path, duration in recs:
-        verdicts = by_rec.get(rid, {})
+    for c in reads.scored_calls(db, checklist_id, version, weeks):
+        verdicts = by_rec.get(c.recording_id, {})
         scored = call_score(checklist, [ItemVerdict(v.item_id, v.verdict, v.confidence) for v in verdicts.values()])
-        calls.append(Call(rid, str(call_id), str(agent), started, week, lang, path, duration, scored.score,
-                          scored.critical_fail, verdicts))
+        calls.append(Call(c.recording_id, c.call_id, c.agent_id, c.started_local, c.week, c.language, c.path,
+                          c.duration_s, scored.score, scored.critical_fail, verdicts))
     return Dataset(checklist_id, version, items, calls, sorted({c.week for c in calls}))
 
 
@@ -248,40 +206,32 @@ class Scorecard:
         }
 
 
-def weekly_scorecard(con: duckdb.DuckDBPyConnection, week: str | None = None,
+def weekly_scorecard(db: Reader, week: str | None = None,
                      checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> Scorecard:
     """Per agent for one ISO week (default: the latest): calls, mean score, critical fails, pass rate
     per item, human overrides applied."""
-    version = version or latest_checklist_version(con, checklist_id)
+    version = version or reads.latest_version(db, checklist_id)
     if version is None:
         raise LookupError(f"no calls scored with checklist {checklist_id!r} yet")
     if week is None:
-        all_weeks = weeks(con, checklist_id)
+        all_weeks = weeks(db, checklist_id)
         if not all_weeks:
             raise LookupError("no scored calls with a start time")
         week = all_weeks[-1]
-    ds = load_dataset(con, checklist_id, version, weeks=[week])
+    ds = load_dataset(db, checklist_id, version, weeks=[week])
     return Scorecard(checklist_id, version, week, ds.items, sorted(agent_weeks(ds, week).values(),
                                                                   key=AgentWeek.rank_key),
-                     routing_counts(con, week, checklist_id))
+                     routing_counts(db, week, checklist_id))
 
 
-def routing_counts(con: duckdb.DuckDBPyConnection, week: str, checklist_id: str) -> dict[str, dict[str, int]]:
+def routing_counts(db: Reader, week: str, checklist_id: str) -> dict[str, dict[str, int]]:
     """Per agent, the week's calls as routing last decided them (see `Scorecard.routing`)."""
-    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'call_routes'").fetchone()[0]
-    if not has:
-        return {}
-    rows = con.execute(
-        "SELECT coalesce(r.agent_id, '(unknown)'), c.checklist_id, c.skip_reason, count(*) FROM ("
-        "  SELECT * FROM call_routes QUALIFY row_number() OVER (PARTITION BY recording_id ORDER BY decided_at DESC,"
-        "  routing_version DESC) = 1) c JOIN recordings r ON r.recording_id = c.recording_id "
-        f"WHERE r.started_local IS NOT NULL AND {WEEK_EXPR} = ? GROUP BY ALL", [week]).fetchall()
     out: dict[str, dict[str, int]] = {}
-    for agent, cid, reason, n in rows:
-        a = out.setdefault(agent, {"routed": 0, "elsewhere": 0, "skipped": 0})
-        if reason:
-            a["skipped"] += n
-            a[reason] = a.get(reason, 0) + n
+    for r in reads.route_counts(db, week):
+        a = out.setdefault(r.agent_id, {"routed": 0, "elsewhere": 0, "skipped": 0})
+        if r.skip_reason:
+            a["skipped"] += r.calls
+            a[r.skip_reason] = a.get(r.skip_reason, 0) + r.calls
         else:
-            a["routed" if cid == checklist_id else "elsewhere"] += n
+            a["routed" if r.checklist_id == checklist_id else "elsewhere"] += r.calls
     return dict(sorted(out.items()))

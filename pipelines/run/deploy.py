@@ -27,9 +27,9 @@ def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: s
     from callqa.pipelines.reports.report_data import weekly_scorecard
     from callqa.pipelines.reports.scorecard import format_scorecard
 
-    with Store(db, read_only=True, wait=120) as store:
+    with Store.open_readonly(db, wait=120) as store:
         try:
-            card = weekly_scorecard(store.con, week, checklist)
+            card = weekly_scorecard(store, week, checklist)
         except LookupError as e:
             return f"# Weekly scorecard\n\nNo scorecard: {e}\n"
     return f"# Weekly scorecard {card.week}\n\n```\n{format_scorecard(card)}\n```\n"

@@ -47,6 +47,7 @@ from callqa.pipelines.store.database import (
     failure_kind,
     masked_text,
 )
+from callqa.pipelines.store.reads import recording_duration
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, load_checklist
 from callqa.qa_rules.engine import ChecklistEngine
 from callqa.qa_rules.routing import CallAttributes, Route, load_routed_checklists, load_routing, route
@@ -377,12 +378,12 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
         for entry, rid in plan.to_score if rules else []:
             with Store(db, lock=False, wait=60) as store:
                 transcript = store.load_transcript(rid)
-                row = store.con.execute("SELECT duration_s FROM recordings WHERE recording_id = ?", [rid]).fetchone()
+                duration = recording_duration(store, rid)
             timing = {"file": entry.path.name}
             if transcript is None:
                 store_call(timing, rid, None, None)
                 continue
-            store_call(timing, rid, None, *score_routed(entry, transcript, row[0] if row else None, timing))
+            store_call(timing, rid, None, *score_routed(entry, transcript, duration, timing))
         for i in range(0, len(plan.to_score) if not rules else 0, step):
             with Store(db, lock=False, wait=60) as store:
                 chunk = [(e, rid, store.load_transcript(rid)) for e, rid in plan.to_score[i:i + step]]

@@ -10,6 +10,8 @@ the next run loads it instead of transcribing again.
 
 The Dask side is Prefect's own `prefect-dask` task runner: `dask_task_runner()` makes one for a
 scheduler address (production) or a LocalCluster (tests, one machine).
+
+The Parquet and ledger SQL lives in `pipelines/store/partitions.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
+from callqa.pipelines.store.exports import Column, write_parquet
+from callqa.pipelines.store.partitions import merged_partitions, read_partition, record_merged
 
 from callqa.records import Transcript
 
@@ -32,6 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARTITION_DIR = "transcripts"
+# one row per segment (a call without speech: one row of NULLs, so its facts still travel); `facts`: the call's
+# language, duration, ASR, audio info, source path and timings as JSON, on every row
+PARTITION_COLUMNS: list[Column] = [
+    ("recording_id", "VARCHAR"), ("seg_idx", "INTEGER"), ("speaker", "VARCHAR"), ("start_s", "DOUBLE"),
+    ("end_s", "DOUBLE"), ("text", "VARCHAR"), ("confidence", "DOUBLE"), ("facts", "VARCHAR"),
+]
 
 
 def partition_path(stage_dir: str | Path, recording_id: str) -> Path:
@@ -51,35 +60,11 @@ def write_partition(stage_dir: str | Path, recording_id: str, source: Path, tran
                         "timings": transcript.timings}, ensure_ascii=False, default=str)
     rows = [(recording_id, i, s.speaker, s.start, s.end, mask(s.text) if mask else s.text, s.confidence, facts)
             for i, s in enumerate(transcript.segments)] or [(recording_id, None, None, None, None, None, None, facts)]
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("CREATE TABLE p (recording_id VARCHAR, seg_idx INTEGER, speaker VARCHAR, start_s DOUBLE, "
-                    "end_s DOUBLE, text VARCHAR, confidence DOUBLE, facts VARCHAR)")
-        con.executemany("INSERT INTO p VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        con.execute(f"COPY p TO '{_sql_path(tmp)}' (FORMAT parquet)")
-    finally:
-        con.close()
+    write_parquet(tmp, PARTITION_COLUMNS, rows)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, out)
     return out
-
-
-def read_partition(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, Transcript, dict]:
-    """(recording id, transcript, facts) of one partition file."""
-    from callqa.records import Segment
-
-    rows = con.execute(
-        "SELECT recording_id, seg_idx, speaker, start_s, end_s, text, confidence, facts "
-        f"FROM read_parquet('{_sql_path(path)}') ORDER BY seg_idx"
-    ).fetchall()
-    if not rows:
-        raise ValueError(f"empty partition {path}")
-    facts = json.loads(rows[0][7])
-    segs = tuple(Segment(r[2], r[3], r[4], r[5], r[6]) for r in rows if r[1] is not None)
-    t = Transcript(segs, facts.get("language"), facts.get("duration") or 0.0, facts.get("runtime") or "",
-                   facts.get("model") or "", dict(facts.get("timings") or {}))
-    return rows[0][0], t, facts
 
 
 def load_partitions(store: Store, stage_dir: str | Path) -> list[str]:
@@ -87,14 +72,14 @@ def load_partitions(store: Store, stage_dir: str | Path) -> list[str]:
     folder = Path(stage_dir) / PARTITION_DIR
     if not folder.is_dir():
         return []
-    done = {r[0] for r in store.con.execute("SELECT partition FROM loaded_partitions").fetchall()}
+    done = merged_partitions(store)
     loaded = []
     for path in sorted(folder.glob("*.parquet")):
         if path.name.startswith(".") or path.name in done:
             continue
         try:
-            rid, transcript, facts = read_partition(store.con, path)
-        except (duckdb.Error, ValueError) as e:  # a partition cut short by a dying writer never got renamed
+            rid, transcript, facts = read_partition(store, path)
+        except ValueError as e:  # a partition cut short by a dying writer never got renamed
             log.warning("skipping unreadable partition %s: %s", path, e)
             continue
         if store.load_transcript(rid) is not None:
@@ -107,8 +92,7 @@ def load_partitions(store: Store, stage_dir: str | Path) -> list[str]:
             store.save_transcript(rid, transcript)
             outcome = "loaded"
             loaded.append(rid)
-        store.con.execute("INSERT OR REPLACE INTO loaded_partitions (partition, recording_id, outcome) "
-                          "VALUES (?, ?, ?)", [path.name, rid, outcome])
+        record_merged(store, path.name, rid, outcome)
     if loaded:
         log.info("merged %d transcript partition(s) from %s", len(loaded), folder)
     return loaded
@@ -118,8 +102,7 @@ def mark_loaded(store: Store, stage_dir: str | Path, recording_id: str) -> None:
     """Record that the partition of a transcript the writer stored directly needs no merge later."""
     p = partition_path(stage_dir, recording_id)
     if p.exists():
-        store.con.execute("INSERT OR REPLACE INTO loaded_partitions (partition, recording_id, outcome) "
-                          "VALUES (?, ?, 'loaded')", [p.name, recording_id])
+        record_merged(store, p.name, recording_id, "loaded")
 
 
 def dask_task_runner(address: str | None = None, n_workers: int = 2):
@@ -132,7 +115,3 @@ def dask_task_runner(address: str | None = None, n_workers: int = 2):
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
                                           "dashboard_address": None})
-
-
-def _sql_path(p: Path) -> str:
-    return str(p).replace("'", "''")

@@ -4,50 +4,33 @@ from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from callqa.pipelines.store import history
 from callqa.pipelines.store.database import Store, WriterLock
 
 
 def run_status(db: str | Path, limit: int = 10, wait: float = 10.0) -> dict[str, Any]:
     """Everything `callqa status` prints, as a dict (also its `--json` output)."""
     holder = WriterLock(db).holder()
-    with Store(db, read_only=True, wait=wait) as store:
-        con = store.con
-        runs = con.execute(
-            "SELECT run_id, status, started_at, finished_at, source_dir, checklist_id, checklist_version, "
-            "n_found, n_scored, n_skipped, n_failed, n_no_speech, workers, orchestrator, host, pid "
-            "FROM runs ORDER BY started_at DESC NULLS LAST LIMIT ?", [limit],
-        ).fetchall()
-        run_cols = ["run_id", "status", "started_at", "finished_at", "source_dir", "checklist_id",
-                    "checklist_version", "found", "scored", "skipped", "failed", "no_speech", "workers",
-                    "orchestrator", "host", "pid"]
-        failures = con.execute(
-            "SELECT file_name, status, error_reason, failure_kind, attempts, error, updated_at FROM recordings "
-            "WHERE status IN ('failed', 'no_speech') ORDER BY updated_at DESC, file_name"
-        ).fetchall()
-        fail_cols = ["file", "status", "reason", "kind", "attempts", "message", "at"]
-        # rows that never became a recording (missing file, outside the batch), from the latest run that had any
-        unreadable = con.execute(
-            "SELECT file, reason, message FROM run_failures WHERE recording_id IS NULL AND run_id = "
-            "(SELECT f.run_id FROM run_failures f JOIN runs r USING (run_id) WHERE f.recording_id IS NULL "
-            " ORDER BY r.started_at DESC LIMIT 1) ORDER BY file"
-        ).fetchall()
-        totals = dict(con.execute("SELECT status, count(*) FROM recordings GROUP BY status").fetchall())
-        from callqa.pipelines.store.migrations import current_version
-
-        version = current_version(con)
+    with Store.open_readonly(db, wait=wait) as store:
+        runs = history.recent_runs(store, limit)
+        failures = history.current_failures(store)
+        unreadable = history.unreadable_files(store)
+        totals = history.status_counts(store)
+        version = history.schema_version(store)
     # the lock file names its holder only while the holder lives (it is emptied on release)
     active = holder if holder.get("pid") and _lock_held(db) else None
     return {
         "db": str(Path(db).resolve()), "schema_version": version, "active_run": active,
         "recordings": totals,
         "runs": [{k: (str(v) if v is not None and k in ("started_at", "finished_at") else v)
-                  for k, v in zip(run_cols, r, strict=True)} for r in runs],
-        "failures": [{k: (str(v) if k == "at" and v is not None else v) for k, v in zip(fail_cols, r, strict=True)}
-                     for r in failures],
-        "unreadable": [{"file": f, "reason": r, "message": m} for f, r, m in unreadable],
+                  for k, v in asdict(r).items()} for r in runs],
+        "failures": [{k: (str(v) if k == "at" and v is not None else v) for k, v in asdict(f).items()}
+                     for f in failures],
+        "unreadable": [asdict(u) for u in unreadable],
     }
 
 

@@ -7,8 +7,8 @@ reviewer who agrees with the machine records the same verdict: that counts towar
 Agreement between the automatic verdict and the latest human verdict is reported per item as
 raw agreement and Cohen's kappa over the categories pass / fail / na.
 
-`ensure_review_schema` creates the table (`CREATE TABLE IF NOT EXISTS`); it is meant to move into
-the store's migration list later.
+The table is defined once, by migration v4 (`migrations.py`); `ensure_review_schema` upgrades a database
+from before it. A review is a write like any other: callers hold the writer lock (`Store(path)`).
 """
 
 from __future__ import annotations
@@ -22,24 +22,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 from callqa.pipelines.store.database import WEEK_EXPR, latest_checklist_version
+from callqa.pipelines.store.migrations import migrate
+from callqa.pipelines.store.reader import Reader, connection
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 
 VERDICTS = ("pass", "fail", "na")
-
-REVIEW_SCHEMA = """
-CREATE TABLE IF NOT EXISTS verdict_reviews (
-    review_id         BIGINT PRIMARY KEY,        -- increasing: the highest per verdict key is the current one
-    recording_id      VARCHAR NOT NULL,
-    checklist_id      VARCHAR NOT NULL,
-    checklist_version INTEGER NOT NULL,
-    item_id           VARCHAR NOT NULL,
-    verdict           VARCHAR NOT NULL,          -- the human verdict: pass | fail | na
-    auto_verdict      VARCHAR,                   -- the automatic verdict when the review was made
-    reviewer          VARCHAR NOT NULL,
-    comment           VARCHAR,
-    created_at        TIMESTAMPTZ DEFAULT current_timestamp
-);
-"""
 
 _EMPTY_REVIEWS = (
     "(SELECT NULL::BIGINT AS review_id, NULL::VARCHAR AS recording_id, NULL::VARCHAR AS checklist_id, "
@@ -50,7 +37,10 @@ _EMPTY_REVIEWS = (
 
 
 def ensure_review_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(REVIEW_SCHEMA)
+    """Make sure `verdict_reviews` exists on a writable connection: it is defined once, by migration v4, so a
+    database from before that is upgraded (as opening it with `Store` would)."""
+    if not has_reviews_table(con):
+        migrate(con)
 
 
 def has_reviews_table(con: duckdb.DuckDBPyConnection) -> bool:
@@ -124,9 +114,11 @@ class Review:
     created_at: object
 
 
-def add_review(con: duckdb.DuckDBPyConnection, call: str, item_id: str, verdict: str, reviewer: str,
+def add_review(db: Reader, call: str, item_id: str, verdict: str, reviewer: str,
                comment: str = "", checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> Review:
-    """Record a human verdict for one item of one call (a new history row; the latest one counts)."""
+    """Record a human verdict for one item of one call (a new history row; the latest one counts). `db`: a writing
+    `Store` (it holds the writer lock), or the web app's writer connection."""
+    con = connection(db)
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     if not reviewer.strip():
@@ -152,9 +144,10 @@ def add_review(con: duckdb.DuckDBPyConnection, call: str, item_id: str, verdict:
     return list_reviews(con, review_id=next_id)[0]
 
 
-def list_reviews(con: duckdb.DuckDBPyConnection, call: str | None = None, item_id: str | None = None,
+def list_reviews(db: Reader, call: str | None = None, item_id: str | None = None,
                  current_only: bool = False, review_id: int | None = None) -> list[Review]:
     """Reviews, newest first; `current_only` keeps the latest per verdict key (the ones reports use)."""
+    con = connection(db)
     where, params = [], []
     if call:
         where.append("r.recording_id = ?")
@@ -285,9 +278,11 @@ class ItemAgreement:
     kappa_interval: tuple[float, float] | None = None  # 95% bootstrap interval of kappa (5+ reviewed verdicts)
 
 
-def agreement(con: duckdb.DuckDBPyConnection, checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None,
+def agreement(db: Reader, checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None,
               week: str | None = None) -> list[ItemAgreement]:
-    """Per item: how often the automatic verdict equals the current human one, and Cohen's kappa."""
+    """Per item: how often the automatic verdict equals the current human one, and Cohen's kappa (`db`: a Store
+    or a bare connection)."""
+    con = connection(db)
     version = version or latest_checklist_version(con, checklist_id)
     items = _item_ids(con, checklist_id, version)
     params: list = [checklist_id, version]
@@ -340,9 +335,11 @@ def label_to_verdict(polarity: str, label: bool | None) -> str:
     return ("pass" if label else "fail") if polarity == "present" else ("fail" if label else "pass")
 
 
-def import_labels(con: duckdb.DuckDBPyConnection, manifest: str | Path, reviewer: str = "labels",
+def import_labels(db: Reader, manifest: str | Path, reviewer: str = "labels",
                   checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> int:
-    """Record a labelled manifest's `labels` as human reviews (matched by call_id); returns how many."""
+    """Record a labelled manifest's `labels` as human reviews (matched by call_id); returns how many (`db`: a
+    writing `Store`)."""
+    con = connection(db)
     from callqa.pipelines.run.batch import read_manifest
 
     ensure_review_schema(con)
