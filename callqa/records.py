@@ -36,6 +36,13 @@ class Segment:
     text: str
     confidence: float = 1.0
     words: tuple[Word, ...] = ()
+    # Whisper's own confidence of the decoding window(s) the words came from (the worst of them when an
+    # utterance spans two): mean token log-probability, no-speech probability, gzip compression ratio of the
+    # text. None when there was no audio (a reference transcript, a chat log): such text is never flagged.
+    # The rule that reads them: callqa.models.confidence.
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class ReviewedVerdict:
     confidence: float
     evidence_json: str
     reason: str
+    audio_flag: str | None = None  # why the evidence rests on low-confidence audio (callqa.models.confidence)
 
     @cached_property
     def evidence(self) -> tuple[Evidence, ...]:

@@ -59,6 +59,10 @@ class RawSegment:
     text: str
     confidence: float
     words: tuple[Word, ...] = ()
+    # Whisper's confidence of the decoding window this segment came from (None when a runtime gives none)
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
 
 
 class WhisperRuntime(Protocol):
@@ -262,9 +266,10 @@ def _blocks(spans: list[SpeechSpan], block_s: float) -> list[list[SpeechSpan]]:
 
 def _channel_words(
     channel: np.ndarray, spans: list[SpeechSpan], runtime: WhisperRuntime, language: str, prompt: str | None,
-    block_s: float, drop_invented: bool = True,
+    block_s: float, drop_invented: bool = True, source: dict[int, RawSegment] | None = None,
 ) -> list[tuple[Word, int]]:
-    """Every decoded word of one channel in call time, with the index of its speech span in `spans`."""
+    """Every decoded word of one channel in call time, with the index of its speech span in `spans`.
+    `source`, when given, receives id(word) -> the decoded segment it came from (for its confidence)."""
     out: list[tuple[Word, int]] = []
     first = 0
     for block in _blocks(spans, block_s):
@@ -274,7 +279,10 @@ def _channel_words(
             if drop_invented and _looks_invented(raw, timeline):
                 log.debug("dropped as invented: %r (p=%.2f)", raw.text, raw.confidence)
                 continue
-            out += [(w, first + i) for w, i in _to_call_time(raw, timeline)]
+            mapped = _to_call_time(raw, timeline)
+            if source is not None:
+                source.update((id(w), raw) for w, _ in mapped)
+            out += [(w, first + i) for w, i in mapped]
         first += len(block)
     return out
 
@@ -315,11 +323,12 @@ def transcribe_audio(
 
     # (role or voice label, words) per utterance, all channels
     utterances: list[tuple[Speaker | int, list[Word]]] = []
+    source: dict[int, RawSegment] = {}  # id(word) -> its decoded segment, for Whisper's confidence
     for i, role in enumerate(roles):
         if not spans[i]:
             continue
         words = _channel_words(audio.channels[i], spans[i], runtime, language, prompt, opts.block_s,
-                               opts.drop_invented)
+                               opts.drop_invented, source)
         labels = _voice_labels(words, turns) if turns else [0] * len(words)
         for label, group in _cut_segments([(w, s, lab) for (w, s), lab in zip(words, labels, strict=True)], spans[i],
                                           opts.split_gap_s):
@@ -340,7 +349,7 @@ def transcribe_audio(
         speaker: Speaker = voice_role.get(who, "unknown") if isinstance(who, int) else who
         conf = float(np.mean([w.probability for w in group]))
         segments.append(Segment(speaker, round(group[0].start, 3), round(group[-1].end, 3), text, round(conf, 4),
-                                tuple(group)))
+                                tuple(group), *_window_confidence([source.get(id(w)) for w in group])))
     segments.sort(key=lambda s: (s.start, s.end))
     t_asr = time.perf_counter() - t1
     log.debug("language %s (p=%.2f), %d segments", language, lang_prob, len(segments))
@@ -352,6 +361,19 @@ def transcribe_audio(
         model=runtime.model_name,
         timings={"vad": t_vad, "diarize": t_diar, "asr": t_asr, "speech_s": sum(speech_seconds(s) for s in spans)},
     )
+
+
+def _window_confidence(raws: list[RawSegment | None]) -> tuple[float | None, float | None, float | None]:
+    """(avg_logprob, no_speech_prob, compression_ratio) of an utterance: the worst over the decoded segments its
+    words came from (lowest log-prob, highest no-speech probability, highest compression ratio). Whisper gives
+    them per 30 s decoding window, so an utterance mostly has one window's values."""
+    def worst(values: list[float | None], pick) -> float | None:
+        known = [v for v in values if v is not None]
+        return round(float(pick(known)), 4) if known else None
+
+    seen = list({id(r): r for r in raws if r is not None}.values())
+    return (worst([r.avg_logprob for r in seen], min), worst([r.no_speech_prob for r in seen], max),
+            worst([r.compression_ratio for r in seen], max))
 
 
 def _pick_language(

@@ -69,7 +69,8 @@ class FasterWhisperRuntime:
             out = []
             for s in segments:
                 words = tuple(Word(w.start, w.end, w.word, w.probability) for w in (s.words or []))
-                out.append(RawSegment(s.start, s.end, s.text, math.exp(s.avg_logprob), words))
+                out.append(RawSegment(s.start, s.end, s.text, math.exp(s.avg_logprob), words,
+                                      s.avg_logprob, s.no_speech_prob, s.compression_ratio))
         return out
 
 
@@ -107,7 +108,8 @@ class OpenAIWhisperRuntime:
         out = []
         for s in result["segments"]:
             words = tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words", []))
-            out.append(RawSegment(s["start"], s["end"], s["text"], math.exp(s["avg_logprob"]), words))
+            out.append(RawSegment(s["start"], s["end"], s["text"], math.exp(s["avg_logprob"]), words,
+                                  s["avg_logprob"], s["no_speech_prob"], s["compression_ratio"]))
         return out
 
 

@@ -71,3 +71,34 @@ def test_newer_database_than_code_is_refused(tmp_path):
     con.close()
     with pytest.raises(RuntimeError, match="newer than this callqa"):
         Store(db)
+
+
+def test_v1_database_gets_whisper_confidence_columns_and_old_verdicts_stay_unflagged(v1_db):
+    """Schema v8: segments gain Whisper's confidence (NULL for old rows: never measured), item_verdicts the
+    low-confidence-audio flag (NULL: never assessed). Re-scoring an old transcript cannot flag: it has no numbers."""
+    from callqa.pipelines.store.review import effective_verdicts_sql
+    from callqa.qa_rules.checklist import load_checklist
+    from callqa.qa_rules.engine import call_score
+
+    from callqa.records import Evidence, ItemVerdict
+
+    con = duckdb.connect(str(v1_db), read_only=True)  # read without upgrading, as the app and reports do
+    assert con.execute(f"SELECT item_id, audio_flag FROM ({effective_verdicts_sql(con)})").fetchall() == [
+        ("greeting", None)]
+    con.close()
+    with Store(v1_db) as store:
+        cols = {r[0] for r in store.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'segments'").fetchall()}
+        assert {"avg_logprob", "no_speech_prob", "compression_ratio"} <= cols
+        assert store.con.execute("SELECT count(*) FROM segments WHERE avg_logprob IS NULL AND no_speech_prob IS NULL "
+                                 "AND compression_ratio IS NULL").fetchone()[0] == 2
+        assert store.con.execute("SELECT low_confidence_audio, audio_flag FROM item_verdicts").fetchall() == [
+            (None, None)]
+        seg = store.load_transcript("aaaa").segments[0]
+        assert (seg.text, seg.confidence, seg.avg_logprob) == ("您好，我是王琳", 0.9, None)
+        checklist = load_checklist("sales_core")
+        store.save_checklist(checklist)
+        ev = Evidence(0, "agent", seg.text, seg.start, seg.end)
+        store.save_score("aaaa", call_score(checklist, [ItemVerdict("greeting", "pass", 0.9, (ev,))]))
+        assert store.con.execute("SELECT low_confidence_audio, audio_flag FROM item_verdicts WHERE "
+                                 "checklist_version = ?", [checklist.version]).fetchall() == [(False, None)]

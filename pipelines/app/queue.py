@@ -8,8 +8,11 @@ A verdict enters the queue when any of these holds (the entry names which):
   doubtful ones. The seed is the week plus `seed`: the same week gives the same sample on every page load.
 - `below agreement bar`: the item has an auto-accept rule (`review:` in the checklist) whose gate is closed:
   too few reviews, or the lower bound of its measured agreement under the bar (see gate.py);
+- `low-confidence audio`: the verdict's evidence rests on speech Whisper itself doubts (`Verdict.audio_flag`,
+  the rule in callqa.models.confidence), so the quote may be a mishearing; the entry's `detail` says where and why.
 A verdict with a human review leaves the queue. The verdicts of an item whose gate is open (auto-accepted) do not
-enter for low confidence or a critical fail, only through the sample, which keeps their agreement measured.
+enter for low confidence or a critical fail, only through the sample, which keeps their agreement measured; they
+do enter for low-confidence audio: the gate's agreement was measured on what was heard right.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from callqa.pipelines.reports.report_data import Call, Dataset, Verdict
 from .gate import AUTO, QUEUE, ItemGate
 
 LOW_CONFIDENCE = 0.7
+LOW_AUDIO = "low-confidence audio"
 SAMPLE_SHARE = 0.10
 MIN_SAMPLE = 5
 
@@ -32,6 +36,11 @@ class QueueEntry:
     item_id: str
     verdict: Verdict
     reasons: tuple[str, ...]
+
+    @property
+    def detail(self) -> str:
+        """What a reason needs said beyond its name: where the evidence's audio is doubtful, and why."""
+        return self.verdict.audio_flag or "" if LOW_AUDIO in self.reasons else ""
 
     @property
     def key(self) -> str:
@@ -67,6 +76,8 @@ def review_queue(ds: Dataset, week: str, agent: str | None = None, item: str | N
                     reasons.append("critical fail")
             if gate == QUEUE:
                 reasons.append("below agreement bar")
+            if v.audio_flag is not None:
+                reasons.append(LOW_AUDIO)
             if reasons:
                 flagged.append(QueueEntry(call, item_id, v, tuple(reasons)))
             else:

@@ -47,6 +47,8 @@ class Example:
     note: str  # "evidence" or why this moment was chosen
     reviewed: bool = False  # the verdict is a human override
     clip: str | None = None  # path of the audio clip, relative to the report folder
+    # the verdict's evidence rests on low-confidence audio (why; callqa.models.confidence): maybe a mishearing
+    audio_flag: str | None = None
 
 
 def _context(call: Call, item: dict, segs: list[Segment]) -> tuple[Segment, str] | None:
@@ -77,7 +79,7 @@ def _best(call: Call, item_id: str) -> Example | None:
         return None
     e = max(v.evidence, key=lambda e: e.score)
     return Example(item_id, "best", call.agent_id, call.call_id, call.recording_id, call.slug, e.speaker, e.quote,
-                   e.start, e.end, e.score, "evidence", v.human_verdict is not None)
+                   e.start, e.end, e.score, "evidence", v.human_verdict is not None, audio_flag=v.audio_flag)
 
 
 def _miss(call: Call, item: dict, segs: list[Segment]) -> Example | None:
@@ -88,7 +90,8 @@ def _miss(call: Call, item: dict, segs: list[Segment]) -> Example | None:
     if v.evidence:
         e = max(v.evidence, key=lambda e: e.score)
         return Example(item_id, "miss", call.agent_id, call.call_id, call.recording_id, call.slug, e.speaker,
-                       e.quote, e.start, e.end, max(e.score, v.confidence), "evidence", v.human_verdict is not None)
+                       e.quote, e.start, e.end, max(e.score, v.confidence), "evidence", v.human_verdict is not None,
+                       audio_flag=v.audio_flag)
     ctx = _context(call, item, segs)
     if ctx is None:
         return None
@@ -98,8 +101,10 @@ def _miss(call: Call, item: dict, segs: list[Segment]) -> Example | None:
 
 
 def _rank(examples: list[Example]) -> list[Example]:
-    # human-confirmed first, then examples backed by evidence, then the strongest
-    return sorted(examples, key=lambda x: (not x.reviewed, x.note != "evidence", -x.strength, x.call_id, x.start))
+    # human-confirmed first, then examples backed by evidence, then the strongest; evidence on low-confidence audio
+    # that nobody reviewed goes last (a coach should not replay a mishearing as the agent's words)
+    return sorted(examples, key=lambda x: (x.audio_flag is not None and not x.reviewed, not x.reviewed,
+                                           x.note != "evidence", -x.strength, x.call_id, x.start))
 
 
 def coaching_items(ds: Dataset) -> list[dict]:

@@ -5,7 +5,8 @@
 - `scorecard`: one row per agent: rank, calls, score, previous score, change, team median score,
   critical fails, then one `pass_rate_<item>` column per scored item.
 - `item_pass_rates`: one row per agent and item: passed, applicable, pass rate, team median.
-- `call_verdicts`: one row per call and item: effective verdict, automatic verdict, human review.
+- `call_verdicts`: one row per call and item: effective verdict, automatic verdict, human review, and
+  `audio_flag` (why its evidence rests on low-confidence audio; empty when it does not).
 - `followups`, `call_metrics`: as shown in the report.
 """
 
@@ -42,9 +43,10 @@ def export_tables(report: WeekReport, out_dir: Path) -> list[Path]:
               [("week", "VARCHAR"), ("agent_id", "VARCHAR"), ("call_id", "VARCHAR"), ("recording_id", "VARCHAR"),
                ("started_local", "TIMESTAMP"), ("call_score", "DOUBLE"), ("critical_fail", "BOOLEAN"),
                ("item_id", "VARCHAR"), ("verdict", "VARCHAR"), ("auto_verdict", "VARCHAR"),
-               ("human_verdict", "VARCHAR"), ("reviewer", "VARCHAR"), ("comment", "VARCHAR")],
+               ("human_verdict", "VARCHAR"), ("reviewer", "VARCHAR"), ("comment", "VARCHAR"),
+               ("audio_flag", "VARCHAR")],
               [(week, c.agent_id, c.call_id, c.recording_id, c.started_local, c.score, c.critical_fail, v.item_id,
-                v.verdict, v.auto_verdict, v.human_verdict, v.reviewer, v.comment)
+                v.verdict, v.auto_verdict, v.human_verdict, v.reviewer, v.comment, v.audio_flag)
                for c in ds.week_calls(week) for v in c.verdicts.values()]),
         Table("followups",
               [("week", "VARCHAR"), ("agent_id", "VARCHAR"), ("call_id", "VARCHAR"), ("started_local", "TIMESTAMP"),

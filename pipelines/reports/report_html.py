@@ -31,6 +31,7 @@ text-align:left;vertical-align:top}th{background:#f4f6f8}td.num{text-align:right
 mark.ev-pass{background:#c8efd4}mark.ev-fail{background:#f7c6c1}.tag{display:inline-block;font-size:11px;
 padding:0 5px;border-radius:3px;margin-left:4px;background:#eee}.tag.pass{background:#c8efd4}
 .tag.fail{background:#f7c6c1}.tag.na{background:#eee}.ex{margin:6px 0;padding:6px 8px;background:#f8f9fa}
+.tag.lowaudio{background:#fbe7a1}.lowaudio-why{color:#8a6300}
 audio{height:28px;vertical-align:middle}.charts{display:flex;flex-wrap:wrap;gap:24px}
 """
 

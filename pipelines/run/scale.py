@@ -40,6 +40,7 @@ PARTITION_DIR = "transcripts"
 PARTITION_COLUMNS: list[Column] = [
     ("recording_id", "VARCHAR"), ("seg_idx", "INTEGER"), ("speaker", "VARCHAR"), ("start_s", "DOUBLE"),
     ("end_s", "DOUBLE"), ("text", "VARCHAR"), ("confidence", "DOUBLE"), ("facts", "VARCHAR"),
+    ("avg_logprob", "DOUBLE"), ("no_speech_prob", "DOUBLE"), ("compression_ratio", "DOUBLE"),
 ]
 
 
@@ -58,8 +59,9 @@ def write_partition(stage_dir: str | Path, recording_id: str, source: Path, tran
                         "runtime": transcript.runtime, "model": transcript.model, "audio_info": audio_info,
                         "path": str(source), "file_name": source.name,
                         "timings": transcript.timings}, ensure_ascii=False, default=str)
-    rows = [(recording_id, i, s.speaker, s.start, s.end, mask(s.text) if mask else s.text, s.confidence, facts)
-            for i, s in enumerate(transcript.segments)] or [(recording_id, None, None, None, None, None, None, facts)]
+    rows = [(recording_id, i, s.speaker, s.start, s.end, mask(s.text) if mask else s.text, s.confidence, facts,
+             s.avg_logprob, s.no_speech_prob, s.compression_ratio)
+            for i, s in enumerate(transcript.segments)] or [(recording_id, *[None] * 6, facts, None, None, None)]
     write_parquet(tmp, PARTITION_COLUMNS, rows)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())

@@ -23,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from callqa.models.confidence import evidence_flag
 from callqa.models.weights import BUNDLED_WHISPER, bundled_whisper_stamp
 from callqa.pipelines.store.migrations import LATEST, current_version, migrate
 from callqa.qa_rules.checklist import Checklist, parse_checklist
 from callqa.qa_rules.routing import Route, Routing
 
-from callqa.records import CallScore, Evidence, ItemVerdict, NeedTag, RecordingState, Transcript
+from callqa.records import CallScore, Evidence, ItemVerdict, NeedTag, RecordingState, Segment, Transcript
 
 log = logging.getLogger(__name__)
+
+SEGMENT_COLUMNS = ("recording_id, seg_idx, speaker, start_s, end_s, text, confidence, avg_logprob, no_speech_prob, "
+                   "compression_ratio")
 
 # The ISO week of the call's local wall-clock time, as 'YYYY-Www'.
 WEEK_EXPR = "isoyear(r.started_local) || '-W' || lpad(CAST(week(r.started_local) AS VARCHAR), 2, '0')"
@@ -290,10 +294,10 @@ class Store:
         the registered text filters (PII masking) first: `register_text_filter`."""
         with self.transaction() as con:
             con.execute("DELETE FROM segments WHERE recording_id = ?", [recording_id])
-            rows = [(recording_id, i, s.speaker, s.start, s.end, stored_text(s.text), s.confidence)
-                    for i, s in enumerate(transcript.segments)]
+            rows = [(recording_id, i, s.speaker, s.start, s.end, stored_text(s.text), s.confidence, s.avg_logprob,
+                     s.no_speech_prob, s.compression_ratio) for i, s in enumerate(transcript.segments)]
             if rows:
-                con.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                con.executemany(f"INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 10)})", rows)
             con.execute(
                 "UPDATE recordings SET status = 'transcribed', asr_runtime = ?, asr_model = ?, "
                 "detected_language = ?, error = NULL, error_reason = NULL, updated_at = current_timestamp "
@@ -306,6 +310,8 @@ class Store:
         checklist: `scoring_models`) joined with the ASR that made the stored transcript is the score's model
         manifest, kept once in `model_manifests` and referenced from `call_scores.manifest_sha`."""
         key = [recording_id, score.checklist_id, score.checklist_version]
+        segments = self._segments(recording_id)
+        flags = [evidence_flag(segments, v.evidence) for v in score.verdicts]
         with self.transaction() as con:
             manifest_sha = self._save_manifest(con, recording_id, models) if models is not None else None
             con.execute(
@@ -316,11 +322,11 @@ class Store:
             )
             con.executemany(
                 "INSERT INTO item_verdicts (recording_id, checklist_id, checklist_version, item_id, verdict, "
-                "confidence, evidence, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "confidence, evidence, reason, low_confidence_audio, audio_flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [[*key, v.item_id, v.verdict, v.confidence,
                   json.dumps([asdict(e) | {"quote": stored_text(e.quote)} for e in v.evidence], ensure_ascii=False),
-                  v.reason]
-                 for v in score.verdicts],
+                  v.reason, flag is not None, flag]
+                 for v, flag in zip(score.verdicts, flags, strict=True)],
             )
             con.execute(
                 "INSERT INTO call_scores (recording_id, checklist_id, checklist_version, score, points, max_points, "
@@ -457,19 +463,21 @@ class Store:
                 for i, v, c, ev, reason in rows]
 
     def load_transcript(self, recording_id: str) -> Transcript | None:
-        from callqa.records import Segment
-
         row = self.con.execute(
             "SELECT status, detected_language, duration_s, asr_runtime, asr_model FROM recordings "
             "WHERE recording_id = ?", [recording_id],
         ).fetchone()
         if row is None or row[0] not in ("transcribed", "scored"):
             return None
-        segs = self.con.execute(
-            "SELECT speaker, start_s, end_s, text, confidence FROM segments WHERE recording_id = ? ORDER BY seg_idx",
-            [recording_id],
+        return Transcript(self._segments(recording_id), row[1], row[2] or 0.0, row[3] or "", row[4] or "")
+
+    def _segments(self, recording_id: str) -> tuple[Segment, ...]:
+        """A recording's stored segments, with Whisper's confidence where it was kept (None before schema v8)."""
+        rows = self.con.execute(
+            "SELECT speaker, start_s, end_s, text, confidence, avg_logprob, no_speech_prob, compression_ratio "
+            "FROM segments WHERE recording_id = ? ORDER BY seg_idx", [recording_id],
         ).fetchall()
-        return Transcript(tuple(Segment(*s) for s in segs), row[1], row[2] or 0.0, row[3] or "", row[4] or "")
+        return tuple(Segment(sp, a, b, t, c, (), lp, ns, cr) for sp, a, b, t, c, lp, ns, cr in rows)
 
     def counts(self) -> dict[str, int]:
         return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]

@@ -233,6 +233,18 @@ CREATE TABLE call_routes (
 );
 """
 
+# Whisper's confidence per segment (NULL for text that never was audio, and for segments stored before v8), and
+# the low-confidence-audio flag per verdict (callqa.models.confidence): NULL for verdicts stored before v8, which
+# were never assessed; their segments carry no Whisper numbers, so re-scoring them cannot flag either. IF NOT EXISTS:
+# a database rolled back to an older version by hand (tests/test_app.py makes a "v5" one that way) keeps the columns.
+_V8 = """
+ALTER TABLE segments ADD COLUMN IF NOT EXISTS avg_logprob DOUBLE;        -- decoding window's mean token log-prob
+ALTER TABLE segments ADD COLUMN IF NOT EXISTS no_speech_prob DOUBLE;     -- its no-speech probability
+ALTER TABLE segments ADD COLUMN IF NOT EXISTS compression_ratio DOUBLE;  -- gzip compression ratio of its text
+ALTER TABLE item_verdicts ADD COLUMN IF NOT EXISTS low_confidence_audio BOOLEAN;  -- evidence on doubtful audio
+ALTER TABLE item_verdicts ADD COLUMN IF NOT EXISTS audio_flag VARCHAR;   -- why (segments, lines); NULL if not
+"""
+
 # One ordered list. Append only (see the module docstring).
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema: recordings, segments, checklists, item_verdicts, call_scores, runs", _V1),
@@ -242,6 +254,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "model_manifests: ASR weights, encoder, heads and checklist behind every stored score", _V5),
     Migration(6, "verdict_appeals: agents dispute verdicts, reviewers uphold or overturn them", _V6),
     Migration(7, "call_routes: the checklist each call was routed to, or why routing skipped it", _V7),
+    Migration(8, "Whisper confidence per segment, low-confidence-audio flag per verdict", _V8),
 ]
 
 LATEST = MIGRATIONS[-1].version

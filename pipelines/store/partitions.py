@@ -19,19 +19,21 @@ def read_partition(db: Reader, path: Path) -> tuple[str, Transcript, dict]:
     """(recording id, transcript, facts) of one partition file; ValueError for a file that is empty or not a
     whole Parquet file (one cut short by a dying writer)."""
     try:
-        rows = connection(db).execute(
-            "SELECT recording_id, seg_idx, speaker, start_s, end_s, text, confidence, facts "
-            f"FROM read_parquet('{sql_path(path)}') ORDER BY seg_idx"
-        ).fetchall()
+        cur = connection(db).execute(f"SELECT * FROM read_parquet('{sql_path(path)}') ORDER BY seg_idx")
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     except duckdb.Error as e:
         raise ValueError(str(e)) from e
     if not rows:
         raise ValueError(f"empty partition {path}")
-    facts = json.loads(rows[0][7])
-    segs = tuple(Segment(r[2], r[3], r[4], r[5], r[6]) for r in rows if r[1] is not None)
+    facts = json.loads(rows[0]["facts"])
+    # Whisper's confidence columns arrived with schema v8: a partition written before has none (None)
+    segs = tuple(Segment(r["speaker"], r["start_s"], r["end_s"], r["text"], r["confidence"], (),
+                         r.get("avg_logprob"), r.get("no_speech_prob"), r.get("compression_ratio"))
+                 for r in rows if r["seg_idx"] is not None)
     t = Transcript(segs, facts.get("language"), facts.get("duration") or 0.0, facts.get("runtime") or "",
                    facts.get("model") or "", dict(facts.get("timings") or {}))
-    return rows[0][0], t, facts
+    return rows[0]["recording_id"], t, facts
 
 
 def merged_partitions(store: Store) -> set[str]:

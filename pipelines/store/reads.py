@@ -73,14 +73,14 @@ def reviewed_verdicts(db: Reader, checklist_id: str, version: int,
     week_filter = _week_filter(weeks, params)
     rows = con.execute(
         f"SELECT e.recording_id, e.item_id, e.verdict, e.auto_verdict, e.human_verdict, e.reviewer, e.comment, "
-        f"e.confidence, e.evidence, e.reason FROM ({effective_verdicts_sql(con)}) e "
+        f"e.confidence, e.evidence, e.reason, e.audio_flag FROM ({effective_verdicts_sql(con)}) e "
         "JOIN recordings r ON r.recording_id = e.recording_id "
         f"WHERE e.checklist_id = ? AND e.checklist_version = ? {week_filter}", params,
     ).fetchall()
     by_rec: dict[str, dict[str, ReviewedVerdict]] = {}
-    for rid, item, verdict, auto, human, reviewer, comment, conf, ev, reason in rows:
+    for rid, item, verdict, auto, human, reviewer, comment, conf, ev, reason, flag in rows:
         by_rec.setdefault(rid, {})[item] = ReviewedVerdict(item, verdict, auto, human, reviewer, comment,
-                                                           conf or 0.0, ev or "[]", reason or "")
+                                                           conf or 0.0, ev or "[]", reason or "", flag)
     return by_rec
 
 

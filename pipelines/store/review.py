@@ -54,9 +54,19 @@ def reviews_relation(con: duckdb.DuckDBPyConnection) -> str:
     return "verdict_reviews" if has_reviews_table(con) else _EMPTY_REVIEWS
 
 
+def _has_audio_flag(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'item_verdicts' "
+        "AND column_name = 'audio_flag'"
+    ).fetchone()[0] > 0
+
+
 def effective_verdicts_sql(con: duckdb.DuckDBPyConnection) -> str:
     """A SELECT of every stored verdict with the latest human override applied (`verdict`), next to
-    the machine's (`auto_verdict`) and the human one (`human_verdict`, NULL when not reviewed)."""
+    the machine's (`auto_verdict`) and the human one (`human_verdict`, NULL when not reviewed), and
+    `audio_flag` (why its evidence rests on low-confidence audio; NULL when it does not, and on a database
+    older than schema v8, read without upgrading)."""
+    flag = "v.audio_flag" if _has_audio_flag(con) else "NULL::VARCHAR AS audio_flag"
     return f"""
         WITH latest AS (
             SELECT * FROM {reviews_relation(con)}
@@ -65,7 +75,7 @@ def effective_verdicts_sql(con: duckdb.DuckDBPyConnection) -> str:
         )
         SELECT v.recording_id, v.checklist_id, v.checklist_version, v.item_id,
                coalesce(l.verdict, v.verdict) AS verdict, v.verdict AS auto_verdict, l.verdict AS human_verdict,
-               l.reviewer, l.comment, l.created_at AS reviewed_at, v.confidence, v.evidence, v.reason
+               l.reviewer, l.comment, l.created_at AS reviewed_at, v.confidence, v.evidence, v.reason, {flag}
         FROM item_verdicts v
         LEFT JOIN latest l ON l.recording_id = v.recording_id AND l.checklist_id = v.checklist_id
              AND l.checklist_version = v.checklist_version AND l.item_id = v.item_id
