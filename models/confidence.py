@@ -28,7 +28,7 @@ LOW_AVG_LOGPROB = -1.0
 HIGH_NO_SPEECH = 0.6
 HIGH_COMPRESSION = 2.4
 # mean word probability of the utterance (Segment.confidence)
-LOW_WORD_PROB = 0.5
+LOW_WORD_PROB = 0.6
 
 
 def has_audio_confidence(seg: Segment) -> bool:
