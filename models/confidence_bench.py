@@ -3,7 +3,7 @@
     python -m callqa.models.confidence_bench --out /tmp/conf.jsonl \
         --manifest ../shared/data/dev/calls.jsonl --manifest ../shared/data/speech/manifest.jsonl \
         --noisy ../shared/data/dev/calls.jsonl --snr 0 --noisy-limit 6
-    python -m callqa.models.confidence_bench --analyse /tmp/conf.jsonl
+    python -m callqa.models.confidence_bench --analyse /tmp/conf.jsonl [--by-language]
 
 Each recording is transcribed with the default pipeline (`AsrOptions()`, faster-whisper unless `--runtime`);
 each segment keeps its four numbers (word probability, avg log-prob, no-speech probability, compression ratio).
@@ -149,14 +149,21 @@ RULES: dict[str, Callable[[Segment], bool]] = {
     "word prob < 0.5": lambda s: s.confidence < 0.5,
     "word prob < 0.6": lambda s: s.confidence < 0.6,
     "word prob < 0.7": lambda s: s.confidence < 0.7,
+    "no_speech_prob > 0.6 and word prob < 0.7": lambda s: (s.no_speech_prob or 0) > 0.6 and s.confidence < 0.7,
+    "avg_logprob < -0.8 or word prob < 0.6": lambda s: (s.avg_logprob or 0) < -0.8 or s.confidence < 0.6,
 }
 
 
-def analyse(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """Per condition and rule: segments flagged (of all), and the pooled error rate of flagged vs unflagged turns."""
+def analyse(rows: list[dict], by_language: bool = False) -> dict[str, dict[str, dict]]:
+    """Per condition and rule: segments flagged (of all), and the pooled error rate of flagged vs unflagged turns.
+    Turns with no segment at all (speech Whisper or VAD missed: all deletions) are left out of both rates, since
+    no segment rule can flag them; `missed_turns` counts them."""
     out: dict[str, dict[str, dict]] = {}
+    if by_language:
+        rows = [r | {"condition": f"{r['condition']} ({r['language']})"} for r in rows]
     for cond in dict.fromkeys(r["condition"] for r in rows):
-        mine = [r for r in rows if r["condition"] == cond]
+        every = [r for r in rows if r["condition"] == cond]
+        mine = [r for r in every if r["segments"]]
         n_seg = sum(len(r["segments"]) for r in mine)
         res: dict[str, dict] = {}
         for name, fn in RULES.items():
@@ -169,6 +176,7 @@ def analyse(rows: list[dict]) -> dict[str, dict[str, dict]]:
                 return round(sum(r["errors"] for r in rs) / n, 4) if n else None
 
             res[name] = {"segments": n_seg, "flagged_segments": flagged_seg, "turns": len(mine),
+                         "missed_turns": len(every) - len(mine),
                          "flagged_turns": len(f), "error_flagged": rate(f), "error_unflagged": rate(u)}
         out[cond] = res
     return out
@@ -178,7 +186,8 @@ def format_analysis(result: dict[str, dict[str, dict]]) -> str:
     lines = []
     for cond, res in result.items():
         first = next(iter(res.values()))
-        lines += [f"\n{cond}: {first['segments']} segments in {first['turns']} reference turns",
+        lines += [f"\n{cond}: {first['segments']} segments in {first['turns']} reference turns "
+                  f"({first['missed_turns']} more turns got no segment at all)",
                   "| rule | segments flagged | turns flagged | error, flagged turns | error, other turns |",
                   "|---|---|---|---|---|"]
         for name, r in res.items():
@@ -196,12 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runtime", default="faster-whisper")
     ap.add_argument("--out", type=Path, help="append the per-turn measurements here (JSON lines); resumes")
     ap.add_argument("--analyse", type=Path, help="only analyse measurements written before with --out")
+    ap.add_argument("--by-language", action="store_true", help="zh (CER) and en (WER) apart")
     a = ap.parse_args(argv)
     if a.analyse:
         rows = [json.loads(line) for line in a.analyse.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         rows = measure(a.manifest, a.noisy, a.snr, a.noisy_limit, AsrOptions(runtime=a.runtime), a.out)
-    print(format_analysis(analyse(rows)))
+    print(format_analysis(analyse(rows, a.by_language)))
 
 
 if __name__ == "__main__":
