@@ -23,6 +23,7 @@ import bisect
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -367,7 +368,7 @@ def _window_confidence(raws: list[RawSegment | None]) -> tuple[float | None, flo
     """(avg_logprob, no_speech_prob, compression_ratio) of an utterance: the worst over the decoded segments its
     words came from (lowest log-prob, highest no-speech probability, highest compression ratio). Whisper gives
     them per 30 s decoding window, so an utterance mostly has one window's values."""
-    def worst(values: list[float | None], pick) -> float | None:
+    def worst(values: list[float | None], pick: Callable[[list[float]], float]) -> float | None:
         known = [v for v in values if v is not None]
         return round(float(pick(known)), 4) if known else None
 
