@@ -104,6 +104,8 @@ class Checklist:
     calibration: dict[str, ItemCalibration] = field(default_factory=dict)
     heads_path: str | None = None  # the trained heads file (`model.heads`, resolved against the checklist's folder)
     heads_sha256: str | None = None  # ... and the SHA-256 its bytes must have
+    cross_path: str | None = None  # the fine-tuned cross-encoder file (`model.cross`), resolved the same way
+    cross_sha256: str | None = None
 
     def item(self, item_id: str) -> Item:
         for it in self.items:
@@ -332,23 +334,30 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
                 v.fail(node, f"item '{it.id}'", f"refers to unknown item '{ref}'")
             if order[ref] >= order[it.id]:
                 v.fail(node, f"item '{it.id}'", f"refers to item '{ref}', which must be listed before it")
-    heads_path = heads_sha = None
-    uses_model = any(k in ("model", "model_answer") for it in items for k, _ in walk_operators(it.detect))
+    heads_path = heads_sha = cross_path = cross_sha = None
+    used = {k for it in items for k, _ in walk_operators(it.detect)}
     if "model" in raw:
         m = raw["model"]
-        if not isinstance(m, dict) or not isinstance(m.get("heads"), str):
-            v.fail(raw, "model", "must be a mapping with 'heads' (a file) and optional 'sha256'")
-        v.keys(m, "model", {"heads"}, {"sha256", "notes"})
-        sha = m.get("sha256")
-        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
-            v.fail(m, "model.sha256", "must be 64 lower-case hex digits")
-        heads_path, heads_sha = _heads_file(m["heads"], source), sha
-    elif uses_model:
+        if not isinstance(m, dict) or not (isinstance(m.get("heads"), str) or isinstance(m.get("cross"), str)):
+            v.fail(raw, "model", "must be a mapping with 'heads' and/or 'cross' (files) and optional hashes")
+        v.keys(m, "model", set(), {"heads", "sha256", "cross", "cross_sha256", "notes"})
+        for key in ("sha256", "cross_sha256"):
+            sha = m.get(key)
+            if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+                v.fail(m, f"model.{key}", "must be 64 lower-case hex digits")
+        if isinstance(m.get("heads"), str):
+            heads_path, heads_sha = _heads_file(m["heads"], source), m.get("sha256")
+        if isinstance(m.get("cross"), str):
+            cross_path, cross_sha = _heads_file(m["cross"], source), m.get("cross_sha256")
+    if used & {"model", "model_answer"} and heads_path is None:
         v.fail(raw, "model", "items use `model`/`model_answer`: name the trained heads file (model: {heads: FILE})")
+    if used & {"cross", "cross_answer"} and cross_path is None:
+        v.fail(raw, "model", "items use `cross`/`cross_answer`: name the cross-encoder file (model: {cross: FILE})")
     return Checklist(
         id=str(raw["id"]), version=int(raw["version"]), title=v.text(raw, "title", "checklist", False),
         description=v.text(raw, "description", "checklist", False), items=tuple(items), source=text,
         calibration=_calibration(v, raw.get("calibration"), ids), heads_path=heads_path, heads_sha256=heads_sha,
+        cross_path=cross_path, cross_sha256=cross_sha,
     )
 
 

@@ -12,7 +12,9 @@ import math
 import re
 
 import numpy as np
+from callqa.models.cross_encoder import load_cross
 from callqa.qa_rules.checklist import Checklist, Item
+from callqa.qa_rules.cross_ops import prefetch
 from callqa.qa_rules.learned import load_heads
 from callqa.qa_rules.operators import Context, Match, evaluate, walk_operators
 from callqa.qa_rules.utterances import turn_texts, utterances
@@ -53,6 +55,12 @@ class ChecklistEngine:
                                                  for side in ("positive", "negative") if arg.get(side)))
         self._semantic = bool(self._exemplar_sets) or any(k in ("model", "model_answer") for k, _ in ops)
         self.heads = load_heads(checklist.heads_path, checklist.heads_sha256) if checklist.heads_path else None
+        self.cross = (load_cross(checklist.cross_path, checklist.cross_sha256)
+                      if checklist.cross_path else None)
+        # the (task, speaker) of every `cross` operator: their turns are scored for many calls at once
+        self._cross_reads = list(dict.fromkeys(
+            (arg["task"], arg.get("speaker", item.speaker)) for item in checklist.items
+            for k, arg in walk_operators(item.detect) if k == "cross"))
 
     def warm_up(self) -> None:
         """Embed every exemplar of the checklist in one pass (once per engine; later calls are no-ops).
@@ -87,6 +95,10 @@ class ChecklistEngine:
         ctxs = [Context(utterances(t), self.embedder, self._exemplars) for t in transcripts]
         for ctx in ctxs:
             ctx.heads = self.heads
+            ctx.cross = self.cross
+        if self.cross is not None and len(ctxs) > 1:
+            for task, speaker in self._cross_reads:
+                prefetch(ctxs, task, speaker)
         pending: list[tuple[Context, int]] = [(ctx, 0) for ctx in ctxs]
         if self.embedder is not None and self._semantic:
             dim = next(iter(self._exemplars.values())).shape[1] if self._exemplars else self._dim()

@@ -67,6 +67,8 @@ class Context:
         self.item_matches: dict[str, Match] = {}
         self.threshold_shift = 0.0  # set per item from the checklist's calibration
         self.heads: Heads | None = None  # the checklist's trained heads (operators `model`, `model_answer`)
+        self.cross: Any = None  # the checklist's fine-tuned cross-encoder (operators `cross`, `cross_answer`)
+        self.cross_probs: dict[str, dict[int, float]] = {}  # its turn probabilities, per task and speaker
         self._sentence_probs: dict[str, dict[int, float]] = {}
         self._spans: list[Span] | None = None
 
@@ -731,3 +733,7 @@ def _model_answer(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[
         out.hits = {}
     out.near_miss = min(0.98, 2 * worst) if out.unmet else 0.0
     return out
+
+
+# the cross-encoder's operators register themselves into OPERATORS (a module of their own, not a copy of this one)
+from callqa.qa_rules import cross_ops  # noqa: E402,F401

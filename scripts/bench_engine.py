@@ -12,6 +12,8 @@ Every mode scores the same calls with the same checklist; rows are side by side 
     the median of `--repeat` passes after one warm-up pass, the first pass is shown apart;
   - "call by call" scores one call at a time (`verdicts`), as a single new recording is scored.
 "embeddings cached": the same calls again, embeddings from the memo cache (rules, similarity, verdicts only).
+A checklist with a cross-encoder (`model.cross`, v14) has its memo emptied with the encoder's for "new calls".
+A checklist is a bundled name or a YAML file (e.g. an older version: `git show <rev>:qa_rules/checklists/...`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def main() -> int:
 
     def new_calls(engine: ChecklistEngine, fn) -> float:
         engine.embedder.clear_cache()
+        if engine.cross is not None:  # the fine-tuned cross-encoder's memo too
+            engine.cross.clear_cache()
         return timed(fn)
 
     def bench(checklist) -> list[tuple[str, float]]:

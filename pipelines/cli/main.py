@@ -378,10 +378,15 @@ TRAIN_EPOCHS = 60
              "by writer), and write a heads file plus a JSON report. Seeded: the same corpus and seed give the same "
              "file. About 10-15 minutes for 1,500 calls on 2 cores.\n\n"
              "With --checklist, a team's own items are fitted from the pass/fail examples written in the checklist "
-             "(seconds).",
+             "(seconds).\n\n"
+             "With --finetune, the e5 encoder itself is fine-tuned instead (LoRA adapters, peft) as a cross-encoder "
+             "that reads a turn with its context: is this customer turn a concern, does this reply answer it, is "
+             "this agent turn dismissive (the `cross`/`cross_answer` items). Writes sales_core.cross.safetensors "
+             "and a JSON report; about 30 minutes for 1,600 calls and 2 epochs on 2 cores.",
              epilog="\b\nexamples:\n"
              "  callqa train --manifest corpus/ --out qa_rules/checklists/\n"
-             "  callqa train --checklist my_team.yaml --out my_team/")
+             "  callqa train --checklist my_team.yaml --out my_team/\n"
+             "  callqa train --finetune --manifest corpus/ --exclude-writer W10 --out /tmp/cross/")
 @manifest_option("labelled JSONL manifest, or a folder of them (each file or folder one writer); repeatable",
                  multiple=True)
 @click.option("--checklist", metavar="FILE",
@@ -391,18 +396,26 @@ TRAIN_EPOCHS = 60
 @click.option("--out", type=PathType, required=True, metavar="DIR",
               help="folder for the heads file (sales_core.heads.npz; <id>.heads.npz with --checklist)")
 @click.option("--seed", type=int, default=13, metavar="N", help="random seed (default 13)")
-@click.option("--epochs", type=int, default=TRAIN_EPOCHS, metavar="N",
-              help=f"full-batch passes per head (default {TRAIN_EPOCHS}; fewer for a quick trial)")
+@click.option("--epochs", type=int, default=None, metavar="N",
+              help=f"full-batch passes per head (default {TRAIN_EPOCHS}; fewer for a quick trial); with --finetune, "
+              "passes over the pairs (default 2)")
+@click.option("--finetune", is_flag=True,
+              help="fine-tune the encoder (LoRA cross-encoder) on the --manifest calls instead of fitting heads")
+@click.option("--max-steps", type=int, default=None, metavar="N", help="with --finetune: stop after N batches")
 @click.option("--exclude-writer", multiple=True, metavar="W", help="leave this writer's calls out (repeatable)")
-def cmd_train(manifest: tuple[Path, ...], checklist: str | None, out: Path, seed: int, epochs: int,
-              exclude_writer: tuple[str, ...]) -> int:
+def cmd_train(manifest: tuple[Path, ...], checklist: str | None, out: Path, seed: int, epochs: int | None,
+              finetune: bool, max_steps: int | None, exclude_writer: tuple[str, ...]) -> int:
     from callqa.pipelines.learn.train import TrainConfig, run_training
 
     if not manifest and not checklist:
         raise click.UsageError("give --manifest (labelled calls) and/or --checklist (items with examples)")
+    if finetune:
+        if checklist or not manifest:
+            raise click.UsageError("--finetune trains on --manifest calls and takes no --checklist")
+        return _train_cross(list(manifest), out, seed, epochs, max_steps, exclude_writer)
     heads = None
     if manifest:
-        path, heads = run_training(list(manifest), out, TrainConfig(seed=seed, epochs=epochs),
+        path, heads = run_training(list(manifest), out, TrainConfig(seed=seed, epochs=epochs or TRAIN_EPOCHS),
                                    exclude_writers=exclude_writer)
         print(f"wrote {path}\nsha256: {heads.sha256}\ncalls: {heads.meta['calls']} from "
               f"{len(heads.meta['writers'])} writers\nreference it from a checklist: "
@@ -419,6 +432,39 @@ def cmd_train(manifest: tuple[Path, ...], checklist: str | None, out: Path, seed
                   f"sentences: held-out pass examples found {rep['loo_pass_recall']:.0%}, held-out fail examples "
                   f"rejected {rep['loo_fail_rejected']:.0%}, background flagged {rep['bank_flagged']:.1%}")
         print(f"wrote {heads_path} (sha256 {fitted.sha256})\nwrote {yaml_path}")
+    return 0
+
+
+def _train_cross(manifest: list[Path], out: Path, seed: int, epochs: int | None, max_steps: int | None,
+                 exclude_writer: tuple[str, ...]) -> int:
+    from callqa.pipelines.learn.finetune import FinetuneConfig, finetune
+    from callqa.pipelines.learn.train import read_manifests
+    from tqdm import tqdm
+
+    rows = [r for r in read_manifests(manifest) if r.get("writer") not in set(exclude_writer)]
+    if not rows:
+        raise Failed("no labelled calls left to train on")
+    cfg = FinetuneConfig(seed=seed, epochs=epochs or FinetuneConfig.epochs, max_steps=max_steps)
+    settings = click.get_current_context().obj
+    bar = None if settings.quiet else tqdm(total=0, unit="batch", desc="fine-tuning")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        path, digest, report = finetune(rows, out, cfg, progress, sources=[str(m) for m in manifest])
+    except ValueError as e:
+        raise Failed(str(e)) from e
+    finally:
+        if bar is not None:
+            bar.close()
+    t = report["training"]
+    print(f"wrote {path}\nsha256: {digest}\ncalls: {t['calls']} from {len(t['writers'])} writers, {t['steps']} "
+          f"batches in {t['seconds']} s\nreference it from a checklist: "
+          f"model: {{cross: {path.name}, cross_sha256: {digest}}}")
     return 0
 
 

@@ -39,6 +39,8 @@ def scoring_models(engine: ChecklistEngine) -> dict:
                       "sha256": hashlib.sha256(cl.source.encode("utf-8")).hexdigest()},
         "encoder": getattr(engine.embedder, "name", None),
         "heads": {"file": Path(heads.path).name, "sha256": heads.sha256} if heads is not None else None,
+        **({"cross": {"file": Path(engine.cross.path).name, "sha256": engine.cross.sha256}}
+           if getattr(engine, "cross", None) is not None else {}),
     }
 
 
