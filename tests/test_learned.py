@@ -68,7 +68,8 @@ def test_shipped_checklist_pins_the_bundled_heads():
 
 def test_engine_verdicts_match_the_trainers_own_prediction(engine, checklist, encoder):
     """The engine (operators over utterances) and the trainer's predictor (features over the same split) agree
-    call by call: what `callqa train` measured is what the pipeline does."""
+    call by call: what `callqa train` measured is what the pipeline does. Since v14 the objection is the
+    cross-encoder's (tests/test_cross.py), and the resolution depends on it: those two are not the heads' to match."""
     from callqa.pipelines.learn.train import prepare
     from callqa.pipelines.learn.train_eval import COMBOS, predict_with_rules
 
@@ -82,7 +83,7 @@ def test_engine_verdicts_match_the_trainers_own_prediction(engine, checklist, en
     expected = predict_with_rules(engine.heads.heads, calls, rules, COMBOS)
     got = [{v.item_id: predicted_label(checklist, v) for v in vs} for _, _, vs in classify_text(engine, rows)]
     mismatches = [(r["call_id"], k, e[k], g[k]) for r, e, g in zip(rows, expected, got, strict=True)
-                  for k in LABELS if e[k] != g[k]]
+                  for k in LABELS if k not in ("objection", "objection_resolved") and e[k] != g[k]]
     assert not mismatches
 
 
