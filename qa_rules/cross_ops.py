@@ -25,6 +25,7 @@ from callqa.qa_rules.operators import (
     Validator,
     _is_number,
     _speaker,
+    answer_concerns,
     evaluate,
     register,
 )
@@ -122,34 +123,9 @@ def _cross_answer_op(arg: dict, ctx: Context, speaker: str, within_: set[int] | 
     triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
     cross = _require_cross(ctx)
     task = arg["task"]
-    threshold = float(arg.get("threshold", cross.task(task).threshold))
-    window = int(arg.get("within_turns", OPERATORS["cross_answer"].defaults["within_turns"]))
-    order, who, text = _turns(ctx)
-    first_utt: dict[int, int] = {}
-    for i in sorted(triggers.hits):
-        first_utt.setdefault(ctx.utts[i].turn, i)
-    plan = [(turn, utt, [r for r in order if turn < r <= turn + window and who[r] == speaker])
-            for turn, utt in sorted(first_utt.items())]
-    pairs = [(text[turn], text[r]) for turn, _, replies in plan for r in replies]
-    probs = list(cross.probabilities(task, pairs)) if pairs else []
-    out = Match()
-    worst = 1.0
-    for _turn, utt, replies in plan:
-        scored, probs = probs[:len(replies)], probs[len(replies):]
-        if not replies:
-            out.unmet.append(utt)
-            worst = 0.0
-            continue
-        k = max(range(len(replies)), key=lambda j: scored[j])
-        p = float(scored[k])
-        worst = min(worst, p)
-        if p >= threshold:
-            for u in ctx.utts:
-                if u.turn == replies[k] and (within_ is None or u.index in within_):
-                    out.hits[u.index] = max(p, out.hits.get(u.index, 0.0))
-        else:
-            out.unmet.append(utt)
-    if arg.get("require", "every") == "every" and out.unmet:
-        out.hits = {}
-    out.near_miss = min(0.98, 2 * worst) if out.unmet else 0.0
-    return out
+    _, _, text = _turns(ctx)
+
+    def score(concern: int, replies: list[int]) -> list[float]:
+        return list(cross.probabilities(task, [(text[concern], text[r]) for r in replies]))
+    return answer_concerns(ctx, triggers, speaker, arg, OPERATORS["cross_answer"].defaults["within_turns"],
+                           float(arg.get("threshold", cross.task(task).threshold)), score, within_)

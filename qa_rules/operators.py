@@ -703,24 +703,39 @@ def _model_answer(arg: dict[str, Any], ctx: Context, speaker: str, within_: set[
     other = "customer" if speaker == "agent" else "agent"
     triggers = evaluate(arg["trigger"], ctx, arg.get("trigger_speaker", other), None)
     head = ctx.require_heads().head(arg["head"])
-    threshold = float(arg.get("threshold", head.threshold))
-    within = int(arg.get("within_turns", OPERATORS["model_answer"].defaults["within_turns"]))
-    turns, speakers, vecs = ctx.call_turns()
+    turns, _, vecs = ctx.call_turns()
     row = {t: k for k, t in enumerate(turns)}
-    out = Match()
-    worst = 1.0
-    first_utt = {}
+
+    def score(concern: int, replies: list[int]) -> list[float]:
+        return list(head.probability(pair_features(np.repeat(vecs[[row[concern]]], len(replies), 0),
+                                                   vecs[[row[r] for r in replies]])))
+    return answer_concerns(ctx, triggers, speaker, arg, OPERATORS["model_answer"].defaults["within_turns"],
+                           float(arg.get("threshold", head.threshold)), score, within_)
+
+
+def answer_concerns(ctx: Context, triggers: Match, speaker: str, arg: dict[str, Any], default_within: int,
+                    threshold: float, score: Callable[[int, list[int]], list[float]],
+                    within_: set[int] | None = None) -> Match:
+    """The sequence logic of "every concern answered", whatever judges a (concern turn, reply turn) pair: for each
+    turn the `triggers` matched, `score(concern_turn, reply_turns)` rates `speaker`'s next `within_turns` turns;
+    hits are the best reply of each answered concern, `unmet` the concerns no reply reaches `threshold` for, and
+    with `require: every` (default) one unmet concern clears the hits. `model_answer` and `cross_answer` share it."""
+    within = int(arg.get("within_turns", default_within))
+    who = {u.turn: u.speaker for u in ctx.utts}
+    order = sorted(who)
+    first_utt: dict[int, int] = {}
     for t in sorted(triggers.hits):
         first_utt.setdefault(ctx.utts[t].turn, t)
+    out = Match()
+    worst = 1.0
     for turn, utt in sorted(first_utt.items()):
-        replies = [r for r in turns if turn < r <= turn + within and speakers[row[r]] == speaker]
+        replies = [r for r in order if turn < r <= turn + within and who[r] == speaker]
         if not replies:
             out.unmet.append(utt)
             worst = 0.0
             continue
-        probs = head.probability(pair_features(np.repeat(vecs[[row[turn]]], len(replies), 0),
-                                               vecs[[row[r] for r in replies]]))
-        k = int(np.argmax(probs))
+        probs = score(turn, replies)
+        k = max(range(len(replies)), key=lambda j: probs[j])
         p = float(probs[k])
         worst = min(worst, p)
         if p >= threshold:
