@@ -22,7 +22,6 @@ import json
 import logging
 import multiprocessing as mp
 import resource
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -74,25 +73,27 @@ def _worker(conn, opts: AsrOptions) -> None:
     from callqa.models.asr import transcribe_audio
     from callqa.models.audio import SAMPLE_RATE, AudioError, load_audio
     from callqa.models.runtimes import get_runtime
+    from callqa.pipelines.run.timings import StageClock
 
-    t = time.perf_counter()
-    runtime = _PlainFasterWhisper(opts) if opts.runtime == PLAIN else get_runtime(opts)
-    # one short decode before timing: first calls pay one-off costs (openai-whisper's word timing
-    # compiles its DTW with numba, about 10 s here) that a batch pays once per process
-    warm = np.sin(np.linspace(0, 2000, SAMPLE_RATE * 2, dtype=np.float32)) * 0.1
-    runtime.transcribe(warm, "en", None)
-    conn.send({"load_s": time.perf_counter() - t})
+    loading = StageClock()
+    with loading.stage("load_s"):
+        runtime = _PlainFasterWhisper(opts) if opts.runtime == PLAIN else get_runtime(opts)
+        # one short decode before timing: first calls pay one-off costs (openai-whisper's word timing
+        # compiles its DTW with numba, about 10 s here) that a batch pays once per process
+        warm = np.sin(np.linspace(0, 2000, SAMPLE_RATE * 2, dtype=np.float32)) * 0.1
+        runtime.transcribe(warm, "en", None)
+    conn.send(loading.times)
     while (job := conn.recv()) is not None:
         path, agent_channel, language = job
         try:
             audio = load_audio(path)
-            w, c = time.perf_counter(), time.process_time()
-            if isinstance(runtime, _PlainFasterWhisper):
-                tr = runtime.transcript(audio, language)
-            else:
-                tr = transcribe_audio(audio, runtime, opts, agent_channel)
-            conn.send({"transcript": tr, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
-                       "duration_s": audio.duration})
+            clock = StageClock()
+            with clock.stage("wall_s", cpu="cpu_s"):
+                if isinstance(runtime, _PlainFasterWhisper):
+                    tr = runtime.transcript(audio, language)
+                else:
+                    tr = transcribe_audio(audio, runtime, opts, agent_channel)
+            conn.send({"transcript": tr, **clock.times, "duration_s": audio.duration})
         except AudioError as e:
             conn.send({"error": str(e)})
         except Exception as e:  # noqa: BLE001 - one bad file is an error row, not a dead worker

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from callqa.pipelines.run.timings import stage_totals
 from callqa.pipelines.store import reads, synthetic
 from callqa.pipelines.store.database import Store
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
@@ -54,8 +55,8 @@ def bench_batch(dest: Path, n: int, sources: list[Path]) -> Path:
 def _split(summary, wall: float) -> dict[str, Any]:
     calls = summary.timings["calls"]
     n = max(1, len(calls))
-    tot = {k: sum(c.get(k, 0.0) for c in calls) for k in ("decode", "speech", "checklist", "storage", "job")}
-    loads = sum(c.get("model_load", 0.0) + c.get("engine_load", 0.0) for c in calls)
+    tot = stage_totals(calls, ("decode", "speech", "checklist", "storage", "job", "model_load", "engine_load"))
+    loads = tot["model_load"] + tot["engine_load"]
     asr = tot["speech"]  # VAD + diarization + language id + Whisper: all of models/ after decoding
     per_worker_busy = tot["decode"] + asr + tot["checklist"] + tot["storage"] + loads
     workers = summary.timings["workers"]

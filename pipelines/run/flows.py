@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,6 +39,7 @@ from callqa.pipelines.run.scoring import (
     score_task,
     scoring_models,
 )
+from callqa.pipelines.run.timings import RunClock, StageClock
 from callqa.pipelines.store.database import (
     DEFAULT_DB,
     Store,
@@ -73,31 +73,31 @@ class TranscribeResult:
 def transcribe_recording(path: Path, options: AsrOptions, agent_channel: int = 0) -> TranscribeResult:
     """Decode and transcribe one file; bad input comes back as a failed result, never an exception.
     (Anything else — out of memory, a broken model — raises: that is a transient failure.)"""
-    t0 = time.perf_counter()
-    try:
-        audio = load_audio(path)
-    except AudioError as e:
-        return TranscribeResult(None, status="failed", reason=e.reason, message=e.message)
-    info: dict[str, object] = {
-        "duration_s": audio.duration, "channels": audio.source_channels, "sample_rate": audio.source_rate,
-        "container": audio.container, "truncated": audio.truncated,
-    }
-    decode_s = time.perf_counter() - t0
+    clock = StageClock()
+    with clock.stage("decode"):
+        try:
+            audio = load_audio(path)
+        except AudioError as e:
+            return TranscribeResult(None, status="failed", reason=e.reason, message=e.message)
+        info: dict[str, object] = {
+            "duration_s": audio.duration, "channels": audio.source_channels, "sample_rate": audio.source_rate,
+            "container": audio.container, "truncated": audio.truncated,
+        }
     if audio.n_channels == 2 and agent_channel not in (0, 1):
         return TranscribeResult(None, info, "failed", "bad_config", f"agent_channel {agent_channel} is not 0 or 1")
-    t1 = time.perf_counter()
-    runtime = get_runtime(options)
-    load_s = time.perf_counter() - t1
+    with clock.stage("model_load"):
+        runtime = get_runtime(options)
     try:
-        transcript = transcribe_audio(audio, runtime, options, agent_channel)
+        # "speech": everything models/ did after decoding (VAD, diarization, language id, Whisper)
+        with clock.stage("speech"):
+            transcript = transcribe_audio(audio, runtime, options, agent_channel)
     except AudioError as e:
         status = "no_speech" if e.reason == "no_speech" else "failed"
-        return TranscribeResult(None, info, status, e.reason, e.message, {"decode": decode_s, "model_load": load_s})
-    transcript.timings["decode"] = decode_s
-    # "speech": everything models/ did after decoding (VAD, diarization, language id, Whisper), whatever it reports
-    timings = {"decode": decode_s, "model_load": load_s, "speech": time.perf_counter() - t1 - load_s,
-               **{k: v for k, v in transcript.timings.items() if k not in ("decode", "speech_s")}}
-    return TranscribeResult(transcript, info, timings=timings)
+        return TranscribeResult(None, info, status, e.reason, e.message,
+                                {"decode": clock["decode"], "model_load": clock["model_load"]})
+    transcript.timings["decode"] = clock["decode"]
+    clock.add(transcript.timings, skip=("decode", "speech_s"))  # and whatever breakdown models/ reports
+    return TranscribeResult(transcript, info, timings=clock.times)
 
 
 def transcribe_job(path: Path, options: AsrOptions, agent_channel: int = 0, recording_id: str | None = None,
@@ -105,12 +105,13 @@ def transcribe_job(path: Path, options: AsrOptions, agent_channel: int = 0, reco
     """What a worker runs: transcribe, and with a stage folder also leave the transcript there as a
     Parquet partition (so it outlives the run that asked for it), its text masked like the store's
     (the worker is another process: the parent's text filter does not reach it)."""
-    t0 = time.perf_counter()
-    result = transcribe_recording(path, options, agent_channel)
-    if stage_dir and recording_id and result.transcript is not None:
-        write_partition(stage_dir, recording_id, path, result.transcript, result.audio_info,
-                        mask=_mask_pii if mask_pii else None)
-    result.timings["job"] = time.perf_counter() - t0
+    clock = StageClock()
+    with clock.stage("job"):
+        result = transcribe_recording(path, options, agent_channel)
+        if stage_dir and recording_id and result.transcript is not None:
+            write_partition(stage_dir, recording_id, path, result.transcript, result.audio_info,
+                            mask=_mask_pii if mask_pii else None)
+    result.timings["job"] = clock["job"]
     return result
 
 
@@ -253,7 +254,7 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
     workers, wait, stage_dir, mask_pii, score_chunk, routing = (cfg.workers, cfg.wait, cfg.stage_dir, cfg.mask_pii,
                                                                 cfg.score_chunk, cfg.routing)
     asr = cfg.asr
-    t_start = time.perf_counter()
+    clock = RunClock()  # the timings the benches read (run/timings.py)
     score, scores = (score_task, score_many_task) if tasks else (score_one, score_many)
     from tqdm import tqdm
 
@@ -270,7 +271,6 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
         cl = routed[rules.default]  # what the run records as its checklist: the routing's default
     failures: list[tuple[str, str, str]] = []
     kinds: dict[str, str] = {}
-    calls: list[dict[str, Any]] = []
 
     def fail(store: Store, rid: str | None, name: str, status: str, reason: str, message: str) -> None:
         kinds[name] = store.record_failure(rid, status, reason, message, run_id, name)
@@ -295,7 +295,7 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
             done = (lambda st, rid: st.is_routed_and_done(rid, rules, versions)) if rules else None
             plan = plan_run(store, entries, cl, max_attempts, fail, done=done)
         counts["skipped"] += plan.skipped
-        plan_s = time.perf_counter() - t_start
+        clock.planned()
         log.info("run %s: %d to transcribe, %d to score from stored transcripts, %d already done",
                  run_id, len(plan.to_transcribe), len(plan.to_score), counts["skipped"])
 
@@ -303,25 +303,22 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
         routed_engines: dict[str, ChecklistEngine] = {}
         models_of: dict[int, dict] = {}  # engine → its model manifest part, hashed once per run, not per call
         bar = tqdm(total=len(plan.to_score) + len(plan.to_transcribe), desc="calls", unit="call", disable=not progress)
-        t_prev = time.perf_counter()
 
-        def get_engine(timing: dict[str, Any]) -> ChecklistEngine:
+        def get_engine(timing: StageClock) -> ChecklistEngine:
             nonlocal engine
             if engine is None:
-                t0 = time.perf_counter()
-                engine = make_engine(cl)
-                timing["engine_load"] = time.perf_counter() - t0
+                with timing.stage("engine_load"):
+                    engine = make_engine(cl)
             return engine
 
-        def routed_engine(name: str, timing: dict[str, Any]) -> ChecklistEngine:
+        def routed_engine(name: str, timing: StageClock) -> ChecklistEngine:
             if name not in routed_engines:
-                t0 = time.perf_counter()
-                routed_engines[name] = make_engine(routed[name])
-                timing["engine_load"] = time.perf_counter() - t0
+                with timing.stage("engine_load"):
+                    routed_engines[name] = make_engine(routed[name])
             return routed_engines[name]
 
         def score_routed(entry: BatchEntry, transcript: Transcript, duration: float | None,
-                         timing: dict[str, Any]) -> tuple[Any, ChecklistEngine | None, tuple[Route, Any]]:
+                         timing: StageClock) -> tuple[Any, ChecklistEngine | None, tuple[Route, Any]]:
             """(scored or None, engine or None, route info) for one call under the routing file."""
             attrs = CallAttributes(entry.direction, entry.language or transcript.language,
                                    duration or transcript.duration or None, dict(entry.metadata or {}))
@@ -331,19 +328,16 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
                 log.info("%s: not scored: %s", entry.path.name, decision.message)
                 return None, None, (decision, None)
             eng = routed_engine(name, timing)
-            t0 = time.perf_counter()
-            scored = score(eng, transcript)
-            timing["checklist"] = time.perf_counter() - t0
+            with timing.stage("checklist"):
+                scored = score(eng, transcript)
             return scored, eng, (decision, routed[name])
 
-        def store_call(timing: dict[str, Any], rid: str, result: TranscribeResult | None,
+        def store_call(timing: StageClock, rid: str, result: TranscribeResult | None,
                        scored: tuple[CallScore, list[NeedTag]] | None, eng: ChecklistEngine | None = None,
                        routed_to: tuple[Route, Any] | None = None) -> None:
             """One call's short write session (its own transactions), then its timing record."""
-            nonlocal t_prev
             name = timing["file"]
-            t0 = time.perf_counter()
-            with Store(db, lock=False, wait=60) as store:
+            with timing.stage("storage"), Store(db, lock=False, wait=60) as store:
                 if result is not None:
                     store.upsert_recording(rid, **result.audio_info)
                     if result.transcript is None:
@@ -366,10 +360,7 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
                     store.save_route(rid, rules, *routed_to)
                     if routed_to[0].reason:
                         counts["routed_out"] += 1
-            timing["storage"] = time.perf_counter() - t0
-            timing["wall"] = time.perf_counter() - t_prev  # this call's share of the run (waits included)
-            t_prev = time.perf_counter()
-            calls.append(timing)
+            clock.finish(timing)  # "wall": this call's share of the run (waits included)
             bar.update(1)
 
         # 2. calls with a stored transcript: scored `score_chunk` at a time, each then stored on its own (under a
@@ -379,7 +370,7 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
             with Store(db, lock=False, wait=60) as store:
                 transcript = store.load_transcript(rid)
                 duration = recording_duration(store, rid)
-            timing = {"file": entry.path.name}
+            timing = clock.call(entry.path.name)
             if transcript is None:
                 store_call(timing, rid, None, None)
                 continue
@@ -387,23 +378,24 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
         for i in range(0, len(plan.to_score) if not rules else 0, step):
             with Store(db, lock=False, wait=60) as store:
                 chunk = [(e, rid, store.load_transcript(rid)) for e, rid in plan.to_score[i:i + step]]
-            chunk_timings: list[dict[str, Any]] = [{"file": e.path.name} for e, _, _ in chunk]
+            chunk_timings = [clock.call(e.path.name) for e, _, _ in chunk]
             transcripts = [t for _, _, t in chunk if t is not None]
             eng = get_engine(chunk_timings[0]) if transcripts else None
-            t0 = time.perf_counter()
-            results = iter(scores(eng, transcripts) if transcripts else [])
+            scoring = StageClock()
+            with scoring.stage("checklist"):
+                results = iter(scores(eng, transcripts) if transcripts else [])
             # The chunk is scored in one go: each of its calls is given an even share of the scoring time as its
             # "checklist", and of the chunk's time so far (transcripts loaded, engine, scoring) in its "wall"
-            share, spent = (time.perf_counter() - t0) / max(1, len(transcripts)), time.perf_counter() - t_prev
+            share, spent = scoring["checklist"] / max(1, len(transcripts)), clock.since_last()
             for (_, rid, transcript), timing in zip(chunk, chunk_timings, strict=True):
                 if transcript is not None:
-                    timing["checklist"] = share
-                t_prev = time.perf_counter() - spent / len(chunk)  # store_call adds the call's own storage time
+                    timing.set("checklist", share)
+                clock.charge(spent / len(chunk))  # store_call adds the call's own storage time
                 store_call(timing, rid, None, next(results) if transcript is not None else None)
 
         # 3. transcribe (in parallel where configured); score and store each call as it arrives (ASR dominates)
         for entry, rid, result in _run_jobs(plan.to_transcribe, opts, workers, tasks, stage, mask_pii):
-            timing: dict[str, Any] = {"file": entry.path.name, **result.timings}
+            timing = clock.call(entry.path.name, result.timings)
             scored = None
             if result.transcript is not None and rules is not None:
                 store_call(timing, rid, result, *score_routed(entry, result.transcript,
@@ -411,15 +403,13 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
                 continue
             if result.transcript is not None:
                 eng = get_engine(timing)
-                t0 = time.perf_counter()
-                scored = score(eng, result.transcript)
-                timing["checklist"] = time.perf_counter() - t0
+                with timing.stage("checklist"):
+                    scored = score(eng, result.transcript)
             store_call(timing, rid, result, scored)
         bar.close()
         with Store(db, lock=False, wait=60) as store:
             store.finish_run(run_id, counts)
-    timings = {"plan_s": plan_s, "total_s": time.perf_counter() - t_start, "calls": calls, "workers": workers}
-    return RunSummary(run_id, str(db), counts, failures, kinds, timings)
+    return RunSummary(run_id, str(db), counts, failures, kinds, clock.summary(workers))
 
 
 def _publish(summary: RunSummary) -> None:
