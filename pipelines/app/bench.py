@@ -5,8 +5,8 @@
 1. A dev database: the 30 shared dev calls (`$CALLQA_SHARED_DATA/dev`), their reference turns scored by the real
    engine and stored through the real `Store` (what tests/reportdb.py builds for the tests).
 2. A big one: every dev call copied `--copies` times (333: 10,020 calls) under new recording ids, call ids, agents
-   (54) and start times (shifted back 0-7 weeks: 10 weeks), with its segments, verdicts and score, in SQL. The
-   rows are real in number and shape; the text repeats.
+   (54) and start times (shifted back 0-7 weeks: 10 weeks), with its segments, verdicts and score, in SQL
+   (`store.synthetic.copy_calls`). The rows are real in number and shape; the text repeats.
 3. Each page fetched `--repeats` times over HTTP from uvicorn serving `create_app` on that database, once per
    variant, side by side in the same run: `before` (every request opens the file and recomputes its weeks from the
    tables, as the app did until the read model landed), `cache` (the cached read model, still a new connection
@@ -27,8 +27,6 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-import duckdb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,44 +64,6 @@ def build_dev_db(path: Path, dev: Path | None = None, status: str = "scored") ->
             store.save_transcript(rid, transcript)
             store.save_score(rid, engine.score(transcript))
     return path
-
-
-def multiply(src: Path, dst: Path, copies: int) -> dict[str, int]:
-    """`dst`: `src` with every scored call copied `copies` times (new ids, agents, start times), in SQL."""
-    shutil.copy(src, dst)
-    con = duckdb.connect(str(dst))
-    try:
-        con.execute("BEGIN")
-        con.execute("""CREATE TEMP TABLE copymap AS
-            SELECT r.recording_id AS old, sha256(r.recording_id || '#' || i) AS new, i,
-                   r.call_id || '-' || lpad(CAST(i AS VARCHAR), 3, '0') AS call_id,
-                   'A' || lpad(CAST(1 + (CAST(substr(r.agent_id, 2) AS INTEGER) - 1 + 6 * (i % 9)) AS VARCHAR), 2, '0')
-                       AS agent_id,
-                   (i % 8) * 7 AS days_back
-            FROM recordings r, range(1, ? + 1) t(i)
-            WHERE r.recording_id IN (SELECT recording_id FROM call_scores)""", [copies])
-        cols = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'recordings' "
-            "ORDER BY ordinal_position").fetchall()]
-        override = {"recording_id": "m.new", "call_id": "m.call_id", "agent_id": "m.agent_id",
-                    "started_at": "r.started_at - to_days(m.days_back)",
-                    "started_local": "r.started_local - to_days(m.days_back)"}
-        select = ", ".join(override.get(c, f"r.{c}") for c in cols)
-        con.execute(f"INSERT INTO recordings ({', '.join(cols)}) SELECT {select} "
-                    "FROM recordings r JOIN copymap m ON m.old = r.recording_id")
-        for table in ("segments", "item_verdicts", "call_scores"):
-            tcols = [r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-                [table]).fetchall()]
-            sel = ", ".join("m.new" if c == "recording_id" else f"t.{c}" for c in tcols)
-            con.execute(f"INSERT INTO {table} ({', '.join(tcols)}) SELECT {sel} "
-                        f"FROM {table} t JOIN copymap m ON m.old = t.recording_id")
-        con.execute("COMMIT")
-        con.execute("CHECKPOINT")
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("recordings", "segments", "item_verdicts", "call_scores")}
-    finally:
-        con.close()
 
 
 def _free_port() -> int:
@@ -151,13 +111,12 @@ def fetch_ms(url: str) -> tuple[float, int, float | None]:
 def pages_of(db: Path) -> dict[str, str]:
     """The pages to time on `db`: its latest week, its busiest agent that week, one call of that week."""
     from callqa.pipelines.reports.report_data import weeks
-    from callqa.pipelines.store.database import WEEK_EXPR
+    from callqa.pipelines.store.app_reads import busiest_agent
+    from callqa.pipelines.store.database import Store
 
-    with duckdb.connect(str(db), read_only=True) as con:
-        wk = weeks(con)[-1]
-        agent, call = con.execute(
-            f"SELECT r.agent_id, min(r.call_id) FROM recordings r JOIN call_scores s USING (recording_id) "
-            f"WHERE {WEEK_EXPR} = ? GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1", [wk]).fetchone()
+    with Store.open_readonly(db) as store:
+        wk = weeks(store)[-1]
+        agent, call = busiest_agent(store, wk)
     return {"home": f"/?week={wk}", "agent": f"/agents/{agent}?week={wk}", "call": f"/calls/{call}",
             "queue": f"/queue?week={wk}", "appeals": "/appeals"}
 
@@ -226,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         build_dev_db(dev)
     counts = None
     if not big.is_file():
-        counts = multiply(dev, big, args.copies)
+        from callqa.pipelines.store.synthetic import copy_calls
+
+        counts = copy_calls(dev, big, args.copies)
     variants = {v: VARIANTS[v] for v in args.variants.split(",")}
     run_db = args.out / "bench_run.duckdb"  # the reviews the bench posts go to a copy
     shutil.copy(big, run_db)

@@ -5,7 +5,8 @@ A checklist item may carry `review: {auto_accept_min_lower: 0.8, agreement: kapp
 verdict when it was stored beside the latest human one, what `callqa review stats` reads), with the same functions
 (`cohen_kappa`, `gwet_ac1`, `bootstrap_interval`: a seeded 95% percentile bootstrap). The gate opens when at least
 `min_reviewed` verdicts were reviewed and the lower end of the chosen statistic's interval reaches the bar; until
-then every unreviewed verdict of the item goes to the queue. Items without `review` are not gated.
+then every unreviewed verdict of the item goes to the queue. Items without `review` are not gated. The pairs come
+from `store.app_reads.reviewed_pairs`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
-from callqa.pipelines.store.review import bootstrap_intervals, cohen_kappa, effective_verdicts_sql, gwet_ac1
+from callqa.pipelines.store.review import bootstrap_intervals, cohen_kappa, gwet_ac1
 
 AUTO, QUEUE, UNGATED = "auto-accept", "to the queue", "not gated"
 
@@ -64,19 +64,6 @@ class ItemGate:
         return f"{stat} 95% lower bound {self.lower:.2f} {sign} {bar:.2f} over {self.reviewed} reviewed"
 
 
-def reviewed_pairs(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int) -> dict[str, list[tuple[str, str]]]:
-    """(machine verdict, latest human verdict) per item for every reviewed verdict of one checklist version."""
-    rows = con.execute(
-        f"SELECT e.item_id, e.auto_verdict, e.human_verdict FROM ({effective_verdicts_sql(con)}) e "
-        "JOIN recordings r ON r.recording_id = e.recording_id "
-        "WHERE e.checklist_id = ? AND e.checklist_version = ? AND e.human_verdict IS NOT NULL "
-        "ORDER BY e.recording_id, e.item_id", [checklist_id, version]).fetchall()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for item, auto, human in rows:
-        out.setdefault(item, []).append((auto, human))
-    return out
-
-
 def item_gates(pairs: dict[str, list[tuple[str, str]]], item_ids: list[str],
                rules: dict[str, dict[str, Any]]) -> dict[str, ItemGate]:
     out = {}
@@ -87,15 +74,3 @@ def item_gates(pairs: dict[str, list[tuple[str, str]]], item_ids: list[str],
         out[item] = ItemGate(item, len(p), sum(a == h for a, h in p), None if k is None else round(k, 3), k_ci,
                              None if ac1 is None else round(ac1, 3), ac1_ci, rules.get(item) or {})
     return out
-
-
-def reviews_fingerprint(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int) -> tuple:
-    """Changes whenever a review of this version is added or a reviewed call is re-scored."""
-    from .db import has_table
-
-    if not has_table(con, "verdict_reviews"):
-        return (0,)
-    return con.execute(
-        "SELECT count(*), max(v.review_id), max(r.updated_at) FROM verdict_reviews v "
-        "LEFT JOIN recordings r ON r.recording_id = v.recording_id "
-        "WHERE v.checklist_id = ? AND v.checklist_version = ?", [checklist_id, version]).fetchone()

@@ -25,11 +25,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
-import duckdb
 from callqa.pipelines.reports.report_data import AgentWeek, Dataset, agent_weeks, load_dataset
-from callqa.pipelines.store.database import WEEK_EXPR
-
-from .db import has_table
+from callqa.pipelines.store.app_reads import Fingerprint, week_fingerprints
+from callqa.pipelines.store.reader import Reader
 
 MAX_WEEKS = 32  # weeks kept (each ~1,000 calls on a 10,000-call database)
 
@@ -39,25 +37,6 @@ class WeekData:
     week: str
     ds: Dataset  # this week's calls only (ds.weeks == [week])
     agents: dict[str, AgentWeek]  # agent_weeks(ds, week); never mutate: copy with dataclasses.replace
-
-
-def week_fingerprints(con: duckdb.DuckDBPyConnection, checklist_id: str, version: int) -> dict[str, tuple]:
-    """{week: fingerprint} for every week with a call scored under this checklist version."""
-    rows = con.execute(
-        f"SELECT {WEEK_EXPR} AS wk, count(*), bit_xor(hash(r.recording_id, r.updated_at, s.scored_at, "
-        "r.started_local)) FROM recordings r JOIN call_scores s ON s.recording_id = r.recording_id "
-        "WHERE s.checklist_id = ? AND s.checklist_version = ? AND r.started_local IS NOT NULL GROUP BY ALL",
-        [checklist_id, version]).fetchall()
-    out = {wk: (n, h) for wk, n, h in rows}
-    if has_table(con, "verdict_reviews"):
-        for wk, n, last in con.execute(
-                f"SELECT {WEEK_EXPR} AS wk, count(*), max(v.review_id) FROM verdict_reviews v "
-                "JOIN recordings r ON r.recording_id = v.recording_id "
-                "WHERE v.checklist_id = ? AND v.checklist_version = ? AND r.started_local IS NOT NULL GROUP BY ALL",
-                [checklist_id, version]).fetchall():
-            if wk in out:
-                out[wk] = (*out[wk], n, last)
-    return dict(sorted(out.items()))
 
 
 class ReadModel:
@@ -70,11 +49,11 @@ class ReadModel:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def fingerprints(self, con: duckdb.DuckDBPyConnection, version: int) -> dict[str, tuple]:
+    def fingerprints(self, con: Reader, version: int) -> dict[str, Fingerprint]:
         return week_fingerprints(con, self.checklist_id, version)
 
-    def week(self, con: duckdb.DuckDBPyConnection, version: int, week: str,
-             fingerprints: dict[str, tuple] | None = None) -> WeekData:
+    def week(self, con: Reader, version: int, week: str,
+             fingerprints: dict[str, Fingerprint] | None = None) -> WeekData:
         """One week's calls and agents, from the cache when its fingerprint is unchanged."""
         if not self.enabled:
             return self._compute(con, version, week)
@@ -96,7 +75,7 @@ class ReadModel:
                 self._weeks.popitem(last=False)
         return data
 
-    def _compute(self, con: duckdb.DuckDBPyConnection, version: int, week: str) -> WeekData:
+    def _compute(self, con: Reader, version: int, week: str) -> WeekData:
         ds = load_dataset(con, self.checklist_id, version, weeks=[week])
         return WeekData(week, ds, agent_weeks(ds, week) if week in ds.weeks else {})
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import duckdb
 import jinja2
 from callqa.pipelines.reports.call_metrics import load_segments
 from callqa.pipelines.reports.report_data import (
@@ -46,7 +45,11 @@ from callqa.pipelines.reports.report_data import (
     weekly_scorecard,
     weeks,
 )
-from callqa.pipelines.store.database import WEEK_EXPR, DatabaseBusy, latest_checklist_version, stored_checklist
+from callqa.pipelines.store import app_reads, reads
+from callqa.pipelines.store import appeals as appeals_mod
+from callqa.pipelines.store.database import DatabaseBusy, Store
+from callqa.pipelines.store.pool import Pool
+from callqa.pipelines.store.reader import Reader
 from callqa.pipelines.store.review import VERDICTS, add_review, list_reviews, resolve_recording
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST, ChecklistError, load_checklist
 from fastapi import FastAPI, Request
@@ -54,10 +57,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from . import appeals as appeals_mod
 from . import security
-from .db import AppDB
-from .gate import ItemGate, item_gates, reviewed_pairs, reviews_fingerprint
+from .gate import ItemGate, item_gates
 from .queue import review_queue
 from .readmodel import ReadModel, merged, with_previous
 from .users import SESSION_COOKIE, Users
@@ -176,8 +177,8 @@ def _env() -> jinja2.Environment:
 # --- reading -----------------------------------------------------------------------------------------
 
 
-def _checklist_version(con: duckdb.DuckDBPyConnection, checklist_id: str) -> int:
-    v = latest_checklist_version(con, checklist_id)
+def _checklist_version(con: Reader, checklist_id: str) -> int:
+    v = reads.latest_version(con, checklist_id)
     if v is None:
         raise AppError(404, f"no calls scored with checklist {checklist_id!r} in this database yet")
     return v
@@ -213,31 +214,31 @@ def _local_path(target: str) -> str:
     return target
 
 
-WeekOf = Callable[[duckdb.DuckDBPyConnection, int, str], Dataset]
+WeekOf = Callable[[Reader, int, str], Dataset]
 
 
-def _direct_week(con: duckdb.DuckDBPyConnection, s: Settings, version: int, week: str) -> Dataset:
+def _direct_week(con: Reader, s: Settings, version: int, week: str) -> Dataset:
     return load_dataset(con, s.checklist_id, version, weeks=[week])
 
 
-def _call_of(con: duckdb.DuckDBPyConnection, s: Settings, call: str,
+def _call_of(con: Reader, s: Settings, call: str,
              week_of: WeekOf | None = None) -> tuple[Call, Dataset]:
     try:
         rid = resolve_recording(con, call)
     except ValueError as e:
         raise AppError(404, str(e)) from None
-    row = con.execute(f"SELECT {WEEK_EXPR} FROM recordings r WHERE r.recording_id = ?", [rid]).fetchone()
-    if row is None or row[0] is None:
+    week = app_reads.recording_week(con, rid)
+    if week is None:
         raise AppError(404, f"call {call!r} has no start time, so it is in no week")
     version = _checklist_version(con, s.checklist_id)
-    ds = week_of(con, version, row[0]) if week_of else _direct_week(con, s, version, row[0])
+    ds = week_of(con, version, week) if week_of else _direct_week(con, s, version, week)
     found = next((c for c in ds.calls if c.recording_id == rid), None)
     if found is None:
         raise AppError(404, f"call {call!r} has no verdicts under checklist {s.checklist_id!r} v{ds.version}")
     return found, ds
 
 
-def call_page_data(con: duckdb.DuckDBPyConnection, s: Settings, call_ref: str,
+def call_page_data(con: Reader, s: Settings, call_ref: str,
                    week_of: WeekOf | None = None) -> dict[str, Any]:
     call, ds = _call_of(con, s, call_ref, week_of)
     items = _items_view(ds, s.lang)
@@ -266,14 +267,14 @@ def call_page_data(con: duckdb.DuckDBPyConnection, s: Settings, call_ref: str,
             "audio_ok": bool(call.path) and Path(call.path).is_file()}
 
 
-def recording_path(con: duckdb.DuckDBPyConnection, recording_id: str) -> Path:
+def recording_path(con: Reader, recording_id: str) -> Path:
     """The file of a recording the database knows; 404 for anything else (no path from a URL reaches a file)."""
     if not RECORDING_ID.match(recording_id):
         raise AppError(404, "no such recording")
-    row = con.execute("SELECT path FROM recordings WHERE recording_id = ?", [recording_id]).fetchone()
-    if row is None or not row[0]:
+    stored = app_reads.recording_file(con, recording_id)
+    if stored is None:
         raise AppError(404, "no such recording")
-    path = Path(row[0])
+    path = Path(stored)
     if not path.is_file():
         raise AppError(404, f"recording {recording_id[:12]}'s file is no longer at its stored path")
     return path
@@ -345,7 +346,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         users = Users.load(users)
     s = Settings(Path(db), token, checklist_id, lang, set(extra_hosts or ()), read_wait, write_wait, queue_seed,
                  users, review_rules_of(review_policy, checklist_id))
-    store = AppDB(s.db, read_wait, write_wait, linger=db_linger)
+    store = Pool(s.db, read_wait, write_wait, linger=db_linger)
     rm = ReadModel(checklist_id, enabled=read_model)
     env = _env()
     audio = AudioCache()
@@ -354,7 +355,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     def warm_up() -> None:
         started = time.perf_counter()
         try:
-            def q(con: duckdb.DuckDBPyConnection) -> int:
+            def q(con: Reader) -> int:
                 wk, all_weeks, version, fps = basics(con, None)
                 span = [w for w in all_weeks if w in fps][-TREND_WEEKS:]
                 for w in span:
@@ -392,7 +393,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         ctx.setdefault("accounts", s.users is not None)
         return HTMLResponse(env.get_template(name).render(**ctx), status_code=http_status)
 
-    def read(fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    def read(fn: Callable[[Reader], Any]) -> Any:
         try:
             with store.read() as con:
                 return fn(con)
@@ -401,10 +402,10 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         except FileNotFoundError as e:
             raise AppError(503, str(e)) from None
 
-    def write(fn: Callable[[duckdb.DuckDBPyConnection], Any], what: str) -> Any:
+    def write(fn: Callable[[Store], Any], what: str) -> Any:
         try:
-            with store.write(what) as con:
-                return fn(con)
+            with store.write(what) as writer:
+                return fn(writer)
         except DatabaseBusy as e:
             raise AppError(503, f"not saved: {e}. Nothing was lost: the form still holds your input; submit "
                            "it again in a moment.", {"Retry-After": "5"}) from None
@@ -413,29 +414,27 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         """`compute()` once per database connection: while one is open nobody else can write (db.py)."""
         return rm.memo(("connection", *key), (store.generation,), compute)
 
-    def basics(con: duckdb.DuckDBPyConnection, week: str | None) -> tuple[str, list[str], int, dict[str, tuple]]:
+    def basics(con: Reader, week: str | None) -> tuple[str, list[str], int, dict[str, tuple]]:
         """The week asked for (default the latest), every week, the checklist version and its weeks' fingerprints."""
         wk, all_weeks = _pick_week(same(("weeks",), lambda: weeks(con, s.checklist_id)), week)
         version = same(("version",), lambda: _checklist_version(con, s.checklist_id))
         fps = same(("fingerprints", version), lambda: rm.fingerprints(con, version)) if rm.enabled else {}
         return wk, all_weeks, version, fps
 
-    def gates(con: duckdb.DuckDBPyConnection, version: int) -> dict[str, ItemGate]:
+    def gates(con: Reader, version: int) -> dict[str, ItemGate]:
         """Per item: measured agreement and its auto-accept decision (kept while no review changes)."""
         def compute() -> dict[str, ItemGate]:
             rules = s.review_rules
             if rules is None:
-                stored = stored_checklist(con, s.checklist_id, version)
+                stored = reads.checklist_at(con, s.checklist_id, version)
                 rules = {it.id: dict(it.review) for it in stored.items if it.review}
-            row = con.execute("SELECT items FROM checklists WHERE checklist_id = ? AND version = ?",
-                              [s.checklist_id, version]).fetchone()
-            ids = [it["id"] for it in json.loads(row[0])] if row else []
-            return item_gates(reviewed_pairs(con, s.checklist_id, version), ids, rules)
+            ids = [it["id"] for it in reads.checklist_items(con, s.checklist_id, version)]
+            return item_gates(app_reads.reviewed_pairs(con, s.checklist_id, version), ids, rules)
 
-        fp = same(("reviews", version), lambda: reviews_fingerprint(con, s.checklist_id, version))
+        fp = same(("reviews", version), lambda: app_reads.reviews_fingerprint(con, s.checklist_id, version))
         return rm.memo(("gates", version), fp, compute)
 
-    def week_queue(con: duckdb.DuckDBPyConnection, version: int, wk: str, fps: dict[str, tuple],
+    def week_queue(con: Reader, version: int, wk: str, fps: dict[str, tuple],
                    item_gate: dict[str, ItemGate]) -> list:
         fp = (fps.get(wk), tuple((i, g.status) for i, g in item_gate.items()))
         return rm.memo(("queue", version, wk), fp, lambda: review_queue(
@@ -545,7 +544,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
 
     @app.get("/", response_class=HTMLResponse)
     def home(week: str | None = None) -> HTMLResponse:
-        def q(con: duckdb.DuckDBPyConnection) -> dict:
+        def q(con: Reader) -> dict:
             wk, all_weeks, version, fps = basics(con, week)
             item_gate = gates(con, version)
             if rm.enabled:
@@ -567,7 +566,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
 
     @app.get("/agents/{agent_id}", response_class=HTMLResponse)
     def agent(agent_id: str, week: str | None = None) -> HTMLResponse:
-        def q(con: duckdb.DuckDBPyConnection) -> dict:
+        def q(con: Reader) -> dict:
             wk, all_weeks, version, fps = basics(con, week)
             span = [w for w in all_weeks if w <= wk][-TREND_WEEKS:]  # what the trend shows, nothing older
             if rm.enabled:
@@ -602,7 +601,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
 
         return page("agent.html", title=f"Agent {agent_id}", **read(q))
 
-    def week_of(con: duckdb.DuckDBPyConnection, version: int, wk: str) -> Dataset:
+    def week_of(con: Reader, version: int, wk: str) -> Dataset:
         if rm.enabled:
             fps = same(("fingerprints", version), lambda: rm.fingerprints(con, version))
             return rm.week(con, version, wk, fps).ds
@@ -615,7 +614,7 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
 
     @app.get("/queue", response_class=HTMLResponse)
     def queue_page(week: str | None = None, agent: str | None = None, item: str | None = None) -> HTMLResponse:
-        def q(con: duckdb.DuckDBPyConnection) -> dict:
+        def q(con: Reader) -> dict:
             wk, all_weeks, version, fps = basics(con, week)
             item_gate = gates(con, version)
             if rm.enabled:
@@ -686,9 +685,9 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
             raise AppError(422, "a review needs a reviewer name")
         await run_in_threadpool(read, lambda con: precheck_verdict(con, s, fields["call"], fields["item"]))
 
-        def do(con: duckdb.DuckDBPyConnection) -> dict:
+        def do(writer: Store) -> dict:
             try:
-                r = add_review(con, fields["call"], fields["item"], fields["verdict"], fields["reviewer"],
+                r = add_review(writer, fields["call"], fields["item"], fields["verdict"], fields["reviewer"],
                                fields.get("comment", ""), s.checklist_id)
             except ValueError as e:
                 raise AppError(422, str(e)) from None
@@ -708,9 +707,9 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         who(request, fields, "appellant")
         await run_in_threadpool(read, lambda con: precheck_verdict(con, s, fields["call"], fields["item"]))
 
-        def do(con: duckdb.DuckDBPyConnection) -> dict:
+        def do(writer: Store) -> dict:
             try:
-                a = appeals_mod.open_appeal(con, fields["call"], fields["item"], fields["appellant"],
+                a = appeals_mod.open_appeal(writer, fields["call"], fields["item"], fields["appellant"],
                                             fields["reason"], s.checklist_id)
             except LookupError as e:
                 raise AppError(404, str(e)) from None
@@ -732,9 +731,9 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
         if fields.get("verdict") == "":
             fields.pop("verdict")
 
-        def do(con: duckdb.DuckDBPyConnection) -> dict:
+        def do(writer: Store) -> dict:
             try:
-                a = appeals_mod.close_appeal(con, appeal_id, fields["outcome"], fields["reviewer"],
+                a = appeals_mod.close_appeal(writer, appeal_id, fields["outcome"], fields["reviewer"],
                                              fields.get("comment", ""), fields.get("verdict"))
             except LookupError as e:
                 raise AppError(404, str(e)) from None
@@ -750,15 +749,13 @@ def create_app(db: str | Path, token: str | None = None, checklist_id: str = DEF
     return app
 
 
-def precheck_verdict(con: duckdb.DuckDBPyConnection, s: Settings, call: str, item: str) -> None:
+def precheck_verdict(con: Reader, s: Settings, call: str, item: str) -> None:
     """404 for an unknown call or item before any lock is taken (a busy database must not hide bad input)."""
     try:
         rid = resolve_recording(con, call)
     except ValueError as e:
         raise AppError(404, str(e)) from None
-    items = [r[0] for r in con.execute(
-        "SELECT DISTINCT item_id FROM item_verdicts WHERE recording_id = ? AND checklist_id = ? ORDER BY 1",
-        [rid, s.checklist_id]).fetchall()]
+    items = app_reads.verdict_items(con, rid, s.checklist_id)
     if item not in items:
         raise AppError(404, f"no verdict for item {item!r} on call {call!r}; items: {', '.join(items) or 'none'}")
 

@@ -2,7 +2,8 @@
 
 `upheld` keeps the verdict; `overturned` records the final verdict as a human review (`review.add_review`, so
 reports, the scorecard and agreement use it like any other override). An appeal row is closed, never deleted:
-the table (`verdict_appeals`, migration 6) is the history.
+the table (`verdict_appeals`, migration 6) is the history. Writes take a writing `Store` (it holds the writer lock:
+`Store(path)`, or the web app's `Pool.write()`); reads any `Reader`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
+from callqa.pipelines.store.reader import Reader, connection, has_table
 from callqa.pipelines.store.review import VERDICTS, add_review, effective_verdicts_sql, resolve_recording
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
-
-from .db import has_table
 
 STATUSES = ("open", "upheld", "overturned")
 OUTCOMES = ("upheld", "overturned")
@@ -46,9 +46,10 @@ _COLUMNS = ("a.appeal_id, a.recording_id, r.call_id, r.agent_id, a.checklist_id,
             "a.final_verdict, a.review_id, a.resolved_at")
 
 
-def list_appeals(con: duckdb.DuckDBPyConnection, status: str | None = None, recording_id: str | None = None,
+def list_appeals(db: Reader, status: str | None = None, recording_id: str | None = None,
                  appeal_id: int | None = None) -> list[Appeal]:
     """Appeals, newest first (empty on a database that predates migration 6)."""
+    con = connection(db)
     if not has_table(con, "verdict_appeals"):
         return []
     where, params = [], []
@@ -80,9 +81,11 @@ def _current_verdict(con: duckdb.DuckDBPyConnection, rid: str, item_id: str, che
     return int(row[0]), str(row[1])
 
 
-def open_appeal(con: duckdb.DuckDBPyConnection, call: str, item_id: str, appellant: str, reason: str,
+def open_appeal(db: Reader, call: str, item_id: str, appellant: str, reason: str,
                 checklist_id: str = DEFAULT_CHECKLIST) -> Appeal:
-    """Dispute the current verdict of one item of one call (one open appeal per verdict at a time)."""
+    """Dispute the current verdict of one item of one call (one open appeal per verdict at a time); `db`: a writing
+    `Store`."""
+    con = connection(db)
     if not appellant.strip():
         raise ValueError("an appeal needs the appellant's name")
     if not reason.strip():
@@ -105,10 +108,11 @@ def open_appeal(con: duckdb.DuckDBPyConnection, call: str, item_id: str, appella
     return list_appeals(con, appeal_id=next_id)[0]
 
 
-def close_appeal(con: duckdb.DuckDBPyConnection, appeal_id: int, outcome: str, resolver: str, comment: str = "",
+def close_appeal(db: Reader, appeal_id: int, outcome: str, resolver: str, comment: str = "",
                  verdict: str | None = None) -> Appeal:
-    """Close an open appeal. `overturned` needs the final verdict (default: pass <-> fail flipped) and writes it as
-    a review by `resolver`; `upheld` keeps the disputed verdict."""
+    """Close an open appeal (`db`: a writing `Store`). `overturned` needs the final verdict (default: pass <-> fail
+    flipped) and writes it as a review by `resolver`; `upheld` keeps the disputed verdict."""
+    con = connection(db)
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
     if not resolver.strip():

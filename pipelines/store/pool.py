@@ -1,7 +1,8 @@
-"""How the review workstation reaches the DuckDB file without getting in the batch's way.
+"""How a long-lived reader (the review workstation, `pipelines/app/`) reaches the DuckDB file without getting in the
+batch's way.
 
 DuckDB lets one process write a file, and a process that writes it keeps others from opening it at all. A batch run
-(`callqa run`) holds the file's `WriterLock` for its whole run and opens the database in short steps. So the app
+(`callqa run`) holds the file's `WriterLock` for its whole run and opens the database in short steps. So the pool
 keeps no connection open between requests:
 
 - reads open a read-only connection per request, retried for a few seconds while another process has the file;
@@ -36,7 +37,7 @@ from callqa.pipelines.store.database import DatabaseBusy, Store, WriterLock, con
 
 
 class _File:
-    """What every AppDB of this process shares for one database file: DuckDB refuses a second connection to a file
+    """What every Pool of this process shares for one database file: DuckDB refuses a second connection to a file
     with another configuration (read-only beside read-write) within one process, so two apps on the same file
     (tests, the bench) must take turns on one lock and one kept connection."""
 
@@ -61,7 +62,10 @@ def _file(path: Path) -> _File:
         return _FILES.setdefault(key, _File(key))
 
 
-class AppDB:
+class Pool:
+    """Read-only connections kept between close requests, and short writes through a `Store` holding the
+    `WriterLock` (see the module docstring). Hand what `read()` and `write()` yield to the store's functions."""
+
     def __init__(self, path: str | Path, read_wait: float = 3.0, write_wait: float = 5.0, linger: float = 1.0):
         self.path = Path(path)
         self.read_wait = read_wait
@@ -142,21 +146,18 @@ class AppDB:
                 f.last = time.monotonic()
 
     @contextmanager
-    def write(self, what: str = "callqa app") -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection inside one transaction, holding the `WriterLock` (waits up to `write_wait`
-        seconds for a batch to let go, then raises `DatabaseBusy` with the holder's name)."""
+    def write(self, what: str = "callqa app") -> Iterator[Store]:
+        """A writing `Store` inside one transaction, holding the `WriterLock` (waits up to `write_wait` seconds for
+        a batch to let go, then raises `DatabaseBusy` with the holder's name); opening it applies any missing
+        migration. Hand it to the store's write functions (`review.add_review`, `appeals.open_appeal`, ...)."""
         with WriterLock(self.path, wait=self.write_wait, what=what), self._f.lock:
             self._close()
-            with Store(self.path, lock=False, wait=self.write_wait) as store, store.transaction() as con:
-                yield con
+            with Store(self.path, lock=False, wait=self.write_wait) as store, store.transaction():
+                yield store
 
     def close(self) -> None:
         with self._f.lock:
             self._close()
 
 
-def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0] > 0
-
-
-__all__ = ["AppDB", "DatabaseBusy", "has_table"]
+__all__ = ["DatabaseBusy", "Pool"]

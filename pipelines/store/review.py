@@ -82,8 +82,9 @@ def effective_verdicts_sql(con: duckdb.DuckDBPyConnection) -> str:
     """
 
 
-def resolve_recording(con: duckdb.DuckDBPyConnection, call: str) -> str:
+def resolve_recording(db: Reader, call: str) -> str:
     """A recording id from a call id, a full recording id or a unique prefix (at least 8 characters)."""
+    con = connection(db)
     rows = con.execute("SELECT recording_id FROM recordings WHERE call_id = ? OR recording_id = ?",
                        [call, call]).fetchall()
     if not rows and len(call) >= 8:
