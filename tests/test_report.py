@@ -83,6 +83,7 @@ def test_with_the_labels_as_reviews_the_report_shows_the_labels_trend(tmp_path_f
     """Human reviews override the machine: with every label recorded as a review, the report's A06
     scores are exactly the labels' (0 -> 80 -> 100)."""
     from callqa.pipelines.reports.report_data import load_dataset, week_summary
+    from callqa.pipelines.run.batch import read_manifest
     from callqa.pipelines.store.review import import_labels
 
     from tests.reportdb import dev_db_copy
@@ -90,7 +91,7 @@ def test_with_the_labels_as_reviews_the_report_shows_the_labels_trend(tmp_path_f
     db = dev_db_copy(tmp_path_factory, "labelled")
     labels = _label_scores()
     with duckdb.connect(str(db)) as con:
-        assert import_labels(con, shared_data / "dev" / "calls.jsonl", "qa-lead") == 180
+        assert import_labels(con, read_manifest(shared_data / "dev" / "calls.jsonl"), "qa-lead") == 180
         summary = week_summary(load_dataset(con), "2026-W46")
     expected = [round(float(np.mean(labels[("A06", w)])), 1) for w in summary.trend_weeks]
     assert summary.trends["A06"] == expected and expected[0] < expected[1] < expected[2]

@@ -68,12 +68,13 @@ def test_bad_reviews_are_refused(db):
 def test_agreement_against_the_labels_matches_eval(db, shared_data, checklist):
     """Labels imported as reviews: raw agreement per item equals what `callqa eval` counts."""
     from callqa.pipelines.learn.evaluate import predicted_label
+    from callqa.pipelines.run.batch import read_manifest
     from callqa.pipelines.store.review import agreement, import_labels
 
     from tests.conftest import dev_calls
 
     with duckdb.connect(str(db)) as con:
-        assert import_labels(con, shared_data / "dev" / "calls.jsonl") == 180
+        assert import_labels(con, read_manifest(shared_data / "dev" / "calls.jsonl")) == 180
         stats = {s.item_id: s for s in agreement(con)}
         from callqa.records import ItemVerdict
 

@@ -145,9 +145,11 @@ def review_stats(db: Path, checklist: str, week: str | None, as_json: bool) -> i
 @click.option("--reviewer", default="labels", metavar="NAME", help="who the reviews are recorded as (default: labels)")
 @checklist_id_option()
 def review_import_labels(db: Path, manifest: Path, reviewer: str, checklist: str) -> int:
+    from callqa.pipelines.run.batch import read_manifest
     from callqa.pipelines.store import review as rv
 
+    rows = read_manifest(manifest)
     with _open(db, write=True) as store:
-        n = rv.import_labels(store, manifest, reviewer, checklist)
+        n = rv.import_labels(store, rows, reviewer, checklist, source=manifest.name)
     print(f"recorded {n} labels from {manifest} as reviews by {reviewer}")
     return 0

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -346,16 +348,17 @@ def label_to_verdict(polarity: str, label: bool | None) -> str:
     return ("pass" if label else "fail") if polarity == "present" else ("fail" if label else "pass")
 
 
-def import_labels(db: Reader, manifest: str | Path, reviewer: str = "labels",
-                  checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None) -> int:
-    """Record a labelled manifest's `labels` as human reviews (matched by call_id); returns how many (`db`: a
-    writing `Store`)."""
+def import_labels(db: Reader, rows: Iterable[Mapping[str, Any]], reviewer: str = "labels",
+                  checklist_id: str = DEFAULT_CHECKLIST, version: int | None = None,
+                  source: str = "the manifest") -> int:
+    """Record the `labels` of a labelled manifest's rows (`run.batch.read_manifest`) as human reviews, matched by
+    call_id, each commented "label from <source>"; returns how many (`db`: a writing `Store`)."""
+    if isinstance(rows, str | Path):
+        raise TypeError("import_labels takes the manifest's rows: import_labels(store, read_manifest(path), ...)")
     con = connection(db)
-    from callqa.pipelines.run.batch import read_manifest
-
     ensure_review_schema(con)
     n = 0
-    for row in read_manifest(Path(manifest)):
+    for row in rows:
         labels, call_id = row.get("labels"), row.get("call_id")
         if not labels or not call_id:
             continue
@@ -370,6 +373,6 @@ def import_labels(db: Reader, manifest: str | Path, reviewer: str = "labels",
         for item_id, label in labels.items():
             if item_id in polarity:
                 add_review(con, rid, item_id, label_to_verdict(polarity[item_id], label), reviewer,
-                           f"label from {Path(manifest).name}", checklist_id, ver)
+                           f"label from {source}", checklist_id, ver)
                 n += 1
     return n
