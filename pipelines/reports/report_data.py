@@ -14,15 +14,14 @@ The queries live in `pipelines/store/reads.py`; every function here takes what t
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, fields
 
 from callqa.pipelines.store import reads
 from callqa.pipelines.store.reader import Reader
 from callqa.qa_rules.checklist import DEFAULT_CHECKLIST
 from callqa.qa_rules.engine import call_score
 
-from callqa.records import ItemVerdict, ReviewedVerdict
+from callqa.records import ItemVerdict, ReviewedVerdict, StoredCall
 
 # A verdict of the read model: the stored one with the latest human review applied (callqa.records).
 Verdict = ReviewedVerdict
@@ -33,19 +32,21 @@ def weeks(db: Reader, checklist_id: str = DEFAULT_CHECKLIST) -> list[str]:
     return reads.scored_weeks(db, checklist_id)
 
 
+_STORED_FIELDS = tuple(f.name for f in fields(StoredCall))
+
+
 @dataclass(frozen=True)
-class Call:
-    recording_id: str
-    call_id: str
-    agent_id: str
-    started_local: datetime | None
-    week: str
-    language: str | None
-    path: str
-    duration_s: float | None
+class Call(StoredCall):
+    """A stored call (who, when, where the audio is) with its verdicts, human reviews applied, and the score
+    `qa_rules` gives them."""
+
     score: float
     critical_fail: bool
     verdicts: dict[str, Verdict]
+
+    @classmethod
+    def of(cls, stored: StoredCall, score: float, critical_fail: bool, verdicts: dict[str, Verdict]) -> Call:
+        return cls(*(getattr(stored, name) for name in _STORED_FIELDS), score, critical_fail, verdicts)
 
     @property
     def slug(self) -> str:
@@ -117,8 +118,7 @@ def load_dataset(db: Reader, checklist_id: str = DEFAULT_CHECKLIST,
     for c in reads.scored_calls(db, checklist_id, version, weeks):
         verdicts = by_rec.get(c.recording_id, {})
         scored = call_score(checklist, [ItemVerdict(v.item_id, v.verdict, v.confidence) for v in verdicts.values()])
-        calls.append(Call(c.recording_id, c.call_id, c.agent_id, c.started_local, c.week, c.language, c.path,
-                          c.duration_s, scored.score, scored.critical_fail, verdicts))
+        calls.append(Call.of(c, scored.score, scored.critical_fail, verdicts))
     return Dataset(checklist_id, version, items, calls, sorted({c.week for c in calls}))
 
 
