@@ -5,6 +5,7 @@ the Prefect API with its summary artifact. Every wait is bounded; every process 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -165,3 +166,193 @@ def test_callqa_serve_schedule_fires_and_scores_a_new_file(started_prefect_serve
     assert serve.poll() is not None
     server_log = Path(started_prefect_server["CALLQA_PREFECT_HOME"]) / "server.log"
     assert "InvalidRequestError" not in server_log.read_text(errors="replace")  # the scheduler's SQLAlchemy 2.1 bug
+
+
+# --- several workers under the schedule -------------------------------------------------------------------------
+
+CLIP_S = 12.0  # the first 12 s of three bundled sample calls: both speakers, short enough for a 2-core machine
+N_CLIPS = 3
+
+
+def _clips(dest: Path) -> list[Path]:
+    """Three short real calls, named for the folder scan, written outside the inbox (they land later)."""
+    import soundfile as sf
+    from callqa.models.audio import load_audio
+
+    from tests.conftest import SAMPLES
+
+    dest.mkdir()
+    rows = [json.loads(x) for x in (SAMPLES / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    out = []
+    for i, r in enumerate(rows[:N_CLIPS]):
+        audio = load_audio(SAMPLES / r["file"])
+        f = dest / f"{r['agent_id']}_20261104T10{i:02d}_{r['call_id']}.flac"
+        sf.write(f, audio.channels[:, :int(CLIP_S * 16000)].T, 16000)
+        out.append(f)
+    return out
+
+
+def _dask_processes(serve: subprocess.Popen) -> dict[str, list[Any]]:
+    """The `dask scheduler` and `dask worker` processes `callqa serve --dask` started (its children)."""
+    import psutil
+
+    found: dict[str, list[Any]] = {"scheduler": [], "worker": []}
+    for p in psutil.Process(serve.pid).children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "distributed.cli.dask_scheduler" in cmd:
+            found["scheduler"].append(p)
+        elif "distributed.cli.dask_worker" in cmd:
+            found["worker"].append(p)
+    return found
+
+
+def _stored_per_call(db: Path, names: list[str]) -> dict[str, dict[str, int]] | None:
+    """Per landed file: its rows in recordings, call_scores and item_verdicts, once every one of them is scored."""
+    if not db.exists():
+        return None
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        got = {n: {t: con.execute(f"SELECT count(*) FROM {t} JOIN recordings r USING (recording_id) "
+                                  "WHERE r.file_name = ?", [n]).fetchone()[0]
+                   for t in ("call_scores", "item_verdicts")} for n in names}
+        for n in names:
+            got[n]["recordings"] = con.execute("SELECT count(*) FROM recordings WHERE file_name = ?", [n]).fetchone()[0]
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return got if all(v["call_scores"] for v in got.values()) else None
+
+
+def test_callqa_serve_on_two_dask_workers_scores_each_landed_call_once(started_prefect_server: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    """`callqa serve --every 5 --dask --workers 2`: a scheduler and two `dask worker` processes come up with serve;
+    three calls landing at once are each stored exactly once, transcribed on the Dask workers, by flow runs of the
+    served deployment that the Prefect API shows COMPLETED with their artifact; stopping serve stops the cluster."""
+    import psutil
+    from callqa.pipelines.run.batch import file_sha256
+    from distributed import Client
+
+    inbox, db, log = tmp_path / "inbox", tmp_path / "calls.duckdb", tmp_path / "serve.log"
+    inbox.mkdir()
+    clips = _clips(tmp_path / "incoming")
+    names, rids = [c.name for c in clips], {file_sha256(c) for c in clips}
+    env = started_prefect_server | {"PREFECT_HOME": str(tmp_path / "client"), "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+                                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with open(log, "wb") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "callqa.pipelines.cli", "serve", str(inbox), "--db", str(db),
+                                  "--every", "5", "--dask", "--workers", "2"], env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    cluster: dict[str, list[Any]] = {}
+    try:
+        sched_file = tmp_path / "calls.dask" / "scheduler.json"  # default_dask_dir: beside the database
+        _wait_for("the Dask scheduler file", sched_file.is_file, 120, alive=serve, log=log)
+        cluster = _wait_for("a scheduler and two workers started by serve",
+                            lambda: (lambda f: f if len(f["scheduler"]) == 1 and len(f["worker"]) == 2 else None)(
+                                _dask_processes(serve)), 60, alive=serve, log=log)
+        with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=10) as api:
+            def completed_runs() -> list[dict]:
+                r = api.post("/flow_runs/filter", json={
+                    "deployments": {"name": {"any_": ["inbox-nightly"]}},
+                    "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 200})
+                return r.json() if r.status_code == 200 else []
+
+            # a first scheduled run on the empty inbox has completed on the cluster: the schedule is live
+            _wait_for("a COMPLETED run of score-recordings/inbox-nightly", completed_runs, 150, alive=serve, log=log)
+            dep = api.get("/deployments/name/score-recordings/inbox-nightly").json()
+            assert dep["parameters"]["orchestrator"] == "prefect+dask" and dep["parameters"]["workers"] == 2
+
+            for c in clips:  # land atomically: a dot-name first (never scanned), then all renamed at once
+                shutil.copy(c, inbox / f".{c.name}.part")
+            for c in clips:
+                (inbox / f".{c.name}.part").rename(inbox / c.name)
+            landed = time.monotonic()
+            stored = _wait_for("the three landed calls scored in DuckDB", lambda: _stored_per_call(db, names),
+                               DEADLINE_S + 60, alive=serve, log=log)
+            to_score = time.monotonic() - landed
+
+            def runs_that_scored() -> list[tuple] | None:  # each run that scored calls, COMPLETED in the API
+                try:
+                    with duckdb.connect(str(db), read_only=True) as con:
+                        rows = con.execute("SELECT flow_run_id, n_scored, orchestrator, workers FROM runs "
+                                           "WHERE n_scored > 0").fetchall()
+                except duckdb.Error:
+                    return None
+                done = {r["id"] for r in completed_runs()}
+                return rows if rows and all(r[0] in done for r in rows) else None
+
+            scoring_runs = _wait_for("the runs that scored them COMPLETED", runs_that_scored, 60, alive=serve,
+                                     log=log)
+            for flow_run_id, _, _, _ in scoring_runs:
+                run = api.get(f"/flow_runs/{flow_run_id}").json()
+                assert run["deployment_id"] == dep["id"] and run["state_type"] == "COMPLETED"
+                arts = api.post("/artifacts/filter", json={"artifacts": {
+                    "key": {"any_": ["callqa-run-summary"]}, "flow_run_id": {"any_": [flow_run_id]}}}).json()
+                assert len(arts) == 1 and f"database: `{db}`" in arts[0]["data"]
+
+        # exactly once: one recording row, one score, each checklist item once, per landed call
+        n_items = {v["item_verdicts"] for v in stored.values()}
+        assert len(n_items) == 1 and n_items.pop() >= 5
+        assert all(v["recordings"] == 1 and v["call_scores"] == 1 for v in stored.values()), stored
+        assert sum(n for _, n, _, _ in scoring_runs) == N_CLIPS
+        assert {(o, w) for _, _, o, w in scoring_runs} == {("prefect+dask", 2)}
+        with duckdb.connect(str(db), read_only=True) as con:
+            assert {r for (r,) in con.execute("SELECT recording_id FROM call_scores").fetchall()} == rids
+            assert con.execute("SELECT count(*) FROM loaded_partitions").fetchone()[0] == N_CLIPS
+
+        # the calls were transcribed on the Dask workers (each worker's own log of tasks run to the end)
+        def finished_keys(dask_worker: Any = None) -> list[str]:
+            return sorted({str(e[0]) for e in dask_worker.state.log
+                           if len(e) >= 3 and e[1] == "executing" and e[2] == "memory"})
+
+        address = json.loads(sched_file.read_text())["address"]
+        with Client(address, timeout=30) as client:
+            per_worker = client.run(finished_keys)
+        assert len(per_worker) == 2
+        ran = [k for keys in per_worker.values() for k in keys]
+        assert len(ran) == N_CLIPS, per_worker  # each call's transcription once, all on the workers
+        print(f"\n3 calls landed -> all scored on 2 Dask workers: {to_score:.1f} s; tasks per worker: "
+              f"{[len(k) for k in per_worker.values()]}")
+    finally:
+        _stop_group(serve)
+        procs = [p for ps in cluster.values() for p in ps]
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for p in alive:  # never leave them running, even when the assertion below fails
+            p.kill()
+    assert serve.poll() is not None
+    assert alive == [], f"callqa serve left Dask processes running: {alive}"
+    assert "stopped the Dask scheduler" in log.read_text(errors="replace")
+
+
+def test_served_deployment_with_workers_or_dask_builds_the_runner_its_serve_process_names(monkeypatch, tmp_path):
+    """A served run is a new process that loads its flow from the deployment's entrypoint: the plain deployment
+    keeps flows.py's flow (one thread); with workers or Dask the entrypoint builds the same `score-recordings`
+    with the task runner that the serve process's environment names."""
+    from callqa.pipelines.run.deploy import SERVED_ENTRYPOINT, build_deployments, served_env
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect.utilities.importtools import import_object
+    from prefect_dask import DaskTaskRunner
+
+    plain = build_deployments(tmp_path, db=tmp_path / "c.duckdb", every=5)[0]
+    assert plain.entrypoint.endswith("pipelines/run/flows.py:score_recordings")
+    assert plain.parameters["orchestrator"] == "prefect" and plain.parameters["stage_dir"] is None
+    on_dask = build_deployments(tmp_path, db=tmp_path / "c.duckdb", every=5, workers=2,
+                                dask_address="tcp://10.0.0.1:8786", stage_dir=tmp_path / "stage")[0]
+    assert on_dask.entrypoint == SERVED_ENTRYPOINT and on_dask.name == "inbox-nightly"
+    assert on_dask.parameters["orchestrator"] == "prefect+dask" and on_dask.parameters["workers"] == 2
+    assert on_dask.parameters["stage_dir"] == str(tmp_path / "stage")
+
+    for workers, address, runner in ((2, "tcp://10.0.0.1:8786", DaskTaskRunner), (2, None, ProcessPoolTaskRunner),
+                                     (1, None, ThreadPoolTaskRunner)):
+        for k, v in served_env(workers, address).items():
+            monkeypatch.setenv(k, v)
+        flow_ = import_object(SERVED_ENTRYPOINT)
+        assert flow_.name == "score-recordings" and isinstance(flow_.task_runner, runner), (workers, address)
+        if address:
+            assert flow_.task_runner.address == address

@@ -118,3 +118,17 @@ def test_a_worker_that_cannot_start_is_a_clear_error(tmp_path):
     assert all(w.proc.poll() is not None for w in lw.workers)
     with pytest.raises(ValueError, match="at least one worker"):
         LocalWorkers(0, tmp_path)
+
+
+def test_kept_alive_holds_an_idle_scheduler_up_and_it_stops_by_itself_after(tmp_path):
+    """`callqa serve --dask` keeps its cluster between runs (a night without work) by resetting the scheduler's
+    idle clock; when the beats stop (the owner died), the scheduler stops on its own idle timeout."""
+    with LocalWorkers(1, tmp_path / "dask", idle_timeout_s=4) as lw:
+        with lw.kept_alive(every_s=1):
+            time.sleep(10)  # 2.5 idle timeouts without any work
+            assert lw.scheduler is not None and lw.scheduler.poll() is None
+        deadline = time.monotonic() + 30
+        while lw.scheduler.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert lw.scheduler.poll() is not None, "the scheduler outlived its idle timeout with nobody keeping it"
+        assert "idle" in (tmp_path / "dask" / "scheduler.log").read_text(errors="replace")

@@ -294,12 +294,22 @@ def cmd_status(db: Path, limit: int, as_json: bool) -> int:
 @routing_option("route each call to a checklist (see callqa run)")
 @max_attempts_option("give up on a transient failure after this many runs")
 @click.option("--workers", type=int, default=1, metavar="N", help="transcription worker processes per run")
+@click.option("--dask", is_flag=True, help="start a local Dask cluster of --workers `dask worker` processes with "
+              "serve (kept up between runs, stopped on exit) and transcribe every scheduled run on it")
+@click.option("--dask-address", metavar="tcp://HOST:8786", help="transcribe on an existing Dask scheduler "
+              "(--workers: how many worker processes it has)")
+@click.option("--stage-dir", type=PathType, metavar="DIR", help="shared folder where Dask workers leave transcripts "
+              "as Parquet partitions (default with --dask: beside the database)")
 def cmd_serve(dir: Path, db: Path, manifest: str | None, cron: str, every: float | None, report_cron: str,  # noqa: A002
-              timezone: str | None, checklist: str, routing: str | None, max_attempts: int, workers: int) -> int:
+              timezone: str | None, checklist: str, routing: str | None, max_attempts: int, workers: int,
+              dask: bool, dask_address: str | None, stage_dir: Path | None) -> int:
     from callqa.pipelines.run.deploy import serve
 
+    if dask and dask_address:
+        raise click.UsageError("--dask starts a local cluster, --dask-address uses an existing one: pick one")
     serve(dir, db=db, cron=cron, report_cron=report_cron, manifest=manifest, checklist=checklist,
-          max_attempts=max_attempts, workers=workers, timezone=timezone, every=every, routing=routing)
+          max_attempts=max_attempts, workers=workers, timezone=timezone, every=every, routing=routing,
+          dask=dask, dask_address=dask_address, stage_dir=stage_dir)
     return 0
 
 

@@ -3,6 +3,11 @@ scorecard every week, both as Prefect deployments served by one long-running pro
 
 Needs a Prefect server that outlives the process (`prefect server start`, then
 `export PREFECT_API_URL=http://127.0.0.1:4200/api`); runs, logs and artifacts show in its UI.
+
+Transcription in each scheduled run goes where `callqa run` would send it (`flows.task_runner_for`): one thread,
+a process pool (`workers > 1`), or Dask: `dask=True` starts a scheduler and `workers` real `dask worker`
+processes with the serve process (`workers.LocalWorkers`, stopped when it stops; they stay up between runs, so
+each worker loads its models once, not once per run), `dask_address` uses an existing cluster.
 Multi-host: see docs/operations.md (work pool + workers on shared storage).
 """
 
@@ -20,6 +25,10 @@ log = logging.getLogger(__name__)
 
 SCORE_DEPLOYMENT = "inbox-nightly"
 REPORT_DEPLOYMENT = "scorecard-weekly"
+# A served deployment's run is a new process that loads its flow from the entrypoint, so the task runner cannot
+# travel with the flow object: with several workers or Dask the deployment's entrypoint is this attribute, which
+# builds `score-recordings` with the runner named by the serve process's environment (`served_env`).
+SERVED_ENTRYPOINT = "callqa.pipelines.run.deploy.score_recordings_served"
 
 
 def weekly_report_markdown(db: str | Path, week: str | None = None, checklist: str = DEFAULT_CHECKLIST) -> str:
@@ -49,12 +58,16 @@ def weekly_report(db: str = DEFAULT_DB, week: str | None = None, checklist: str 
 def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str = "0 2 * * *",
                       report_cron: str = "0 7 * * 1", manifest: str | None = None, checklist: str = DEFAULT_CHECKLIST,
                       max_attempts: int = 3, workers: int = 1, timezone: str | None = None,
-                      every: float | None = None, routing: str | None = None) -> list:
+                      every: float | None = None, routing: str | None = None, dask_address: str | None = None,
+                      stage_dir: str | Path | None = None) -> list:
     """The two deployments `callqa serve` runs: scoring of `inbox` on `cron` (or every `every` seconds when given,
-    for an inbox that should be scored within seconds of a file landing), the scorecard on `report_cron`."""
+    for an inbox that should be scored within seconds of a file landing), the scorecard on `report_cron`.
+    Transcription runs on `workers` processes (a process pool), or on the Dask scheduler at `dask_address`
+    (`workers`: how many worker processes it has, to split each host's cores between them), workers leaving
+    transcripts on `stage_dir` when given."""
     from datetime import timedelta
 
-    from callqa.pipelines.run.flows import score_recordings
+    from callqa.pipelines.run.flows import scoring_flow_for
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     tz = timezone or os.environ.get("TZ") or "UTC"
@@ -63,14 +76,22 @@ def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str 
         raise ValueError(f"every must be a positive number of seconds, not {every}")
     schedule = (IntervalSchedule(interval=timedelta(seconds=every), timezone=tz) if every
                 else CronSchedule(cron=cron, timezone=tz))
-    score = score_recordings.to_deployment(
+    from prefect.types.entrypoint import EntrypointType
+
+    score_flow, orchestrator = scoring_flow_for(workers, dask_address=dask_address)
+    plain = workers <= 1 and not dask_address
+    score = score_flow.to_deployment(
         name=SCORE_DEPLOYMENT, schedule=schedule,
+        entrypoint_type=EntrypointType.FILE_PATH if plain else EntrypointType.MODULE_PATH,
         parameters={"source_dir": inbox, "manifest": manifest, "db": db, "checklist": checklist,
                     "max_attempts": max_attempts, "progress": False, "workers": workers, "wait": 3600,
-                    "routing": routing},
+                    "routing": routing, "orchestrator": orchestrator,
+                    "stage_dir": str(Path(stage_dir).resolve()) if stage_dir else None},
         description=f"score new recordings in {inbox} into {db}", tags=["callqa"],
         concurrency_limit=1,  # a slow night never overlaps the next one
     )
+    if not plain:
+        score.entrypoint = SERVED_ENTRYPOINT
     report = weekly_report.to_deployment(
         name=REPORT_DEPLOYMENT, schedule=CronSchedule(cron=report_cron, timezone=tz),
         parameters={"db": db, "checklist": checklist}, description=f"weekly scorecard of {db}", tags=["callqa"],
@@ -78,14 +99,60 @@ def build_deployments(inbox: str | Path, db: str | Path = DEFAULT_DB, cron: str 
     return [score, report]
 
 
-def serve(inbox: str | Path, **kwargs) -> None:
-    """Register both deployments and run them on schedule until interrupted (Ctrl-C)."""
+def default_dask_dir(db: str | Path) -> Path:
+    """Where `serve --dask` keeps its cluster's scheduler file and one log per process: beside the database."""
+    db = Path(db).resolve()
+    return db.with_name(f"{db.stem}.dask")
+
+
+def default_stage_dir(db: str | Path) -> Path:
+    """Where `serve --dask`'s workers leave transcript partitions unless told: beside the database."""
+    db = Path(db).resolve()
+    return db.with_name(f"{db.stem}.stage")
+
+
+def serve(inbox: str | Path, *, dask: bool = False, dask_address: str | None = None,
+          stage_dir: str | Path | None = None, dask_dir: str | Path | None = None, **kwargs) -> None:
+    """Register both deployments and run them on schedule until interrupted (Ctrl-C, SIGTERM).
+    `dask`: start a local Dask cluster of `workers` processes first (in `dask_dir`, default beside the database),
+    keep it up while serving, stop it on the way out; `dask_address`: an existing cluster."""
     from prefect import serve as prefect_serve
 
+    if dask and dask_address:
+        raise ValueError("dask (a local cluster) and dask_address (an existing one) exclude each other")
     if not os.environ.get("PREFECT_API_URL"):
         log.warning("PREFECT_API_URL is not set: schedules live only as long as this process's temporary "
                     "server. Start `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api")
-    prefect_serve(*build_deployments(inbox, **kwargs))
+    n = int(kwargs.get("workers", 1))
+    if not dask:
+        os.environ.update(served_env(n, dask_address))
+        prefect_serve(*build_deployments(inbox, dask_address=dask_address, stage_dir=stage_dir, **kwargs))
+        return
+    from callqa.pipelines.run.workers import LocalWorkers
+
+    db = kwargs.get("db", DEFAULT_DB)
+    stage = Path(stage_dir) if stage_dir else default_stage_dir(db)
+    with LocalWorkers(n, Path(dask_dir) if dask_dir else default_dask_dir(db)) as cluster, cluster.kept_alive():
+        log.info("Dask scheduler %s with %d worker process(es) %s (logs in %s); transcripts staged in %s",
+                 cluster.address, n, ", ".join(f"{w.name} pid {w.proc.pid} up in {w.ready_s or 0:.1f} s"
+                                               for w in cluster.workers), cluster.root, stage)
+        os.environ.update(served_env(n, cluster.address))
+        prefect_serve(*build_deployments(inbox, dask_address=cluster.address, stage_dir=stage, **kwargs))
+    log.info("stopped the Dask scheduler and its %d worker(s)", n)
+
+
+def served_env(workers: int, dask_address: str | None) -> dict[str, str]:
+    """What the serve process's environment must say for its flow-run processes (which inherit it) to build
+    `score_recordings_served` with the same task runner as `build_deployments` chose."""
+    return {"CALLQA_SERVE_WORKERS": str(workers), "CALLQA_DASK_ADDRESS": dask_address or ""}
+
+
+def _served_flow():
+    from callqa.pipelines.run.flows import scoring_flow_for
+
+    flow_, _ = scoring_flow_for(int(os.environ.get("CALLQA_SERVE_WORKERS") or 1),
+                                dask_address=os.environ.get("CALLQA_DASK_ADDRESS") or None)
+    return flow_
 
 
 def _dask_runner_from_env():
@@ -100,9 +167,11 @@ def _score_on_dask():
     return score_recordings.with_options(name="score-recordings-dask", task_runner=_dask_runner_from_env())
 
 
-def __getattr__(name: str):  # `pipelines/run/deploy.py:score_recordings_dask`, the work-pool entrypoint, built lazily
-    if name == "score_recordings_dask":
+def __getattr__(name: str):  # the entrypoints below are built lazily, from the environment of the process
+    if name == "score_recordings_dask":  # `pipelines/run/deploy.py:score_recordings_dask`: the work-pool one
         return _score_on_dask()
+    if name == "score_recordings_served":  # SERVED_ENTRYPOINT: what `callqa serve` runs with workers or Dask
+        return _served_flow()
     raise AttributeError(name)
 
 

@@ -452,18 +452,28 @@ def score_recordings(
     return summary
 
 
-def run_scoring_flow(source_dir: str, *, workers: int = 1, dask: bool = False, dask_address: str | None = None,
-                     **params: Any) -> RunSummary:
-    """Run `score-recordings` with a task runner for `workers`: one thread (1), a process pool (>1), or
-    prefect-dask's DaskTaskRunner (`dask=True`: a LocalCluster of `workers` processes; `dask_address`:
-    an existing scheduler, workers on any host)."""
+def task_runner_for(workers: int = 1, dask: bool = False, dask_address: str | None = None) -> tuple[Any, str]:
+    """(task runner, orchestrator name) for `workers`: one thread (1), a process pool (>1), or prefect-dask's
+    DaskTaskRunner (`dask=True`: a LocalCluster of `workers` processes; `dask_address`: an existing scheduler,
+    workers on any host). `callqa run` and `callqa serve`'s deployment both pick theirs here."""
     if dask or dask_address:
         from callqa.pipelines.run.scale import dask_task_runner
 
-        runner, orchestrator = dask_task_runner(dask_address, workers), "prefect+dask"
-    elif workers > 1:
-        runner, orchestrator = ProcessPoolTaskRunner(max_workers=workers), "prefect"
-    else:
-        runner, orchestrator = ThreadPoolTaskRunner(max_workers=1), "prefect"
-    return score_recordings.with_options(task_runner=runner)(
-        source_dir, workers=workers, orchestrator=orchestrator, **params)
+        return dask_task_runner(dask_address, workers), "prefect+dask"
+    if workers > 1:
+        return ProcessPoolTaskRunner(max_workers=workers), "prefect"
+    return ThreadPoolTaskRunner(max_workers=1), "prefect"
+
+
+def scoring_flow_for(workers: int = 1, dask: bool = False, dask_address: str | None = None) -> tuple[Any, str]:
+    """(`score-recordings` with the task runner for these workers, orchestrator name): the same flow, its name
+    unchanged, so a deployment of it is still `score-recordings/...` whichever runner it has."""
+    runner, orchestrator = task_runner_for(workers, dask, dask_address)
+    return score_recordings.with_options(task_runner=runner), orchestrator
+
+
+def run_scoring_flow(source_dir: str, *, workers: int = 1, dask: bool = False, dask_address: str | None = None,
+                     **params: Any) -> RunSummary:
+    """Run `score-recordings` once with the task runner for `workers` (see `task_runner_for`)."""
+    flow_, orchestrator = scoring_flow_for(workers, dask, dask_address)
+    return flow_(source_dir, workers=workers, orchestrator=orchestrator, **params)

@@ -15,22 +15,28 @@ transcribing again. What the database holds is therefore every call once: the pl
 already scored, a stored transcript is reused, and `load_partitions` skips partitions already merged.
 
 `LocalWorkers` starts the real processes an operator starts on each host (`dask scheduler`, then `dask worker`
-per process), here on one machine: the tests and `callqa pipeline-bench --dask` use it.
+per process), here on one machine: the tests, `callqa pipeline-bench --dask` and `callqa serve --dask` use it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from callqa.pipelines.run.flows import RunSummary, run_scoring_flow
+
+log = logging.getLogger(__name__)
 
 
 class WorkersError(RuntimeError):
@@ -60,8 +66,8 @@ class LocalWorkers:
     nanny: bool = False
     start_timeout: float = 120.0
     stop_s: float = 10.0
-    idle_timeout_s: float = 300.0  # a scheduler with no client this long stops (its workers follow in 60 s), so
-    # nothing outlives a parent that was killed before it could stop them
+    idle_timeout_s: float = 300.0  # a scheduler with no work this long stops (its workers follow in 60 s), so
+    # nothing outlives a parent that was killed before it could stop them; a long-lived owner uses kept_alive()
     env: dict[str, str] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)  # more `dask worker` options, e.g. --memory-limit 2GB
     scheduler: subprocess.Popen | None = None
@@ -153,6 +159,34 @@ class LocalWorkers:
             except subprocess.TimeoutExpired:
                 _signal_group(p, signal.SIGKILL)
                 p.wait(5)
+
+    @contextmanager
+    def kept_alive(self, every_s: float | None = None) -> Iterator[LocalWorkers]:
+        """While the block runs, reset the scheduler's idle clock every `every_s` (default: a quarter of
+        `idle_timeout_s`), so a cluster owned by a long-lived process (`callqa serve`, idle between nightly runs)
+        does not stop by itself. If the owner dies, even by SIGKILL, the beats stop with it and the scheduler stops
+        `idle_timeout_s` later, its workers 60 s after that: nothing is left running for good."""
+        every = every_s if every_s is not None else max(1.0, self.idle_timeout_s / 4)
+        stop = threading.Event()
+
+        def reset_idle(dask_scheduler: Any = None) -> None:  # runs on the scheduler (pickled by value)
+            dask_scheduler.idle_since = None
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    with self._client() as client:
+                        client.run_on_scheduler(reset_idle)
+                except Exception as e:  # noqa: BLE001 - a missed beat is retried; the run itself will say more
+                    log.warning("could not reach the Dask scheduler %s to keep it up: %s", self.address, e)
+
+        thread = threading.Thread(target=beat, name="dask-keep-alive", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(every + 35)  # at most one beat in flight (a client times out in 30 s)
 
     # --- what runs where ------------------------------------------------------------------------------------
     def pids(self) -> dict[str, int]:
