@@ -98,6 +98,29 @@ def test_a_real_run_records_the_keys_pipeline_bench_reads(tmp_path):
     # the chunk's checklist time is shared evenly; the calls' walls and the planning make up the run
     assert len({c["checklist"] for c in t["calls"]}) == 1
     assert t["plan_s"] + sum(c["wall"] for c in t["calls"]) <= t["total_s"] + 1e-6
+    # what pipeline-bench --landing reads for "stored" and "run started": the recording scored, the run before it
+    from callqa.pipelines.bench.landing_bench import _stored
+
+    started, seen = _stored(db, file_sha256(inbox / "A00_20261110T1000_C0.wav"))
+    assert started <= seen and seen - started < t["total_s"] + 60
+    assert _stored(db, "0" * 64) is None
     split = _split(summary, t["total_s"])
     assert split["calls"] == 3 and split["per_call_s"]["asr"] == 0.0
     assert split["model_loads_s"] == pytest.approx(first["engine_load"], abs=0.01)
+
+
+def test_the_landing_bench_prints_its_settings_side_by_side():
+    from callqa.pipelines.bench.landing_bench import format_landing
+
+    call = {"landed_to_stored_s": 40.0, "landed_to_run_s": 10.0, "run_to_stored_s": 30.0}
+    slower = call | {"landed_to_stored_s": 50.0}
+    settings = [{"title": "plain (1 worker)", "serve_to_live_s": 16.0, "calls": [call, slower],
+                 "burst_landed_to_all_stored_s": 70.0, "worker_start_s": None, "worker_rss_mb": None},
+                {"title": "2 Dask workers", "serve_to_live_s": 17.0, "calls": [call],
+                 "burst_landed_to_all_stored_s": 69.0, "worker_start_s": 1.7, "worker_rss_mb": 398}]
+    text = format_landing({"every_s": 5.0, "cpus": 2, "load_before": 3.8, "load_after": 5.5, "singles": 2, "burst": 2,
+                           "audio_s": {"a": 43.7, "b": 40.5, "c": 1.0, "d": 2.0}, "settings": settings})
+    lines = text.splitlines()
+    assert "(43.7, 40.5 s of audio)" in lines[0] and "plain (1 worker)" in lines[1] and "2 Dask workers" in lines[1]
+    assert lines[3].split()[-2:] == ["45.0", "40.0"]  # median landed -> stored per setting
+    assert "40.0 - 50.0" in lines[4] and lines[-2].split()[-2:] == ["-", "398"]

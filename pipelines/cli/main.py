@@ -330,12 +330,21 @@ def cmd_serve(dir: Path, db: Path, manifest: str | None, cron: str, every: float
               "worker count, with each worker's start-up, model load and memory (e.g. --workers 1,2,4)")
 @click.option("--scorecard-rows", type=int, default=0, metavar="N",
               help="also time the scorecard query on this many generated verdict rows (e.g. 1000000)")
+@click.option("--landing", is_flag=True, help="instead: time from a file landing in the inbox to its score stored, "
+              "under a running `callqa serve --every 5` (a Prefect server started for each setting); --calls N "
+              "land one at a time, then a burst; worker count 1 is the plain served flow, N > 1 serve --dask (all "
+              "Dask with --dask)")
 @json_option()
 def cmd_pipeline_bench(calls: int, workers: str, source: tuple[Path, ...], prefect: bool, dask: bool,
-                       scorecard_rows: int, as_json: bool) -> int:
+                       scorecard_rows: int, landing: bool, as_json: bool) -> int:
+    counts = tuple(int(w) for w in split_list(workers))
+    if landing:
+        from callqa.pipelines.bench.landing_bench import main_landing
+
+        print(main_landing(counts, calls, dask, as_json, list(source) or None))
+        return 0
     from callqa.pipelines.bench.pipeline_bench import main_bench
 
-    counts = tuple(int(w) for w in split_list(workers))
     print(main_bench(calls, counts, prefect, as_json, scorecard_rows, list(source) or None, dask=dask))
     return 0
 
