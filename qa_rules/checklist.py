@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from callqa.qa_rules import cross_ops  # noqa: F401  (registers `cross`/`cross_answer` into OPERATORS)
 from callqa.qa_rules.operators import OPERATORS, SPEAKERS, walk_operators
 
 CHECKLIST_DIR = Path(__file__).parent / "checklists"

@@ -748,7 +748,3 @@ def answer_concerns(ctx: Context, triggers: Match, speaker: str, arg: dict[str, 
         out.hits = {}
     out.near_miss = min(0.98, 2 * worst) if out.unmet else 0.0
     return out
-
-
-# the cross-encoder's operators register themselves into OPERATORS (a module of their own, not a copy of this one)
-from callqa.qa_rules import cross_ops  # noqa: E402,F401

@@ -10,7 +10,7 @@
   batch, the scheduled weekly artifact) uses the store and the reports' read model; learn (training, evaluation)
   uses run's manifests and engine; bench and app (the benches, the review workstation) may use everything below
   but not each other; cli wires them all. A new sub-package fails until it is placed here.
-- No import cycle between the modules of `pipelines/`.
+- No import cycle between the modules of `pipelines/`, of `qa_rules/` or of `models/`.
 
 Every import counts, also one inside a function (a lazy import hides a cycle, it does not remove it); only imports
 under `if TYPE_CHECKING:` are left out, as they never run.
@@ -21,6 +21,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -227,6 +229,12 @@ def test_models_qa_rules_and_records_import_nothing_of_pipelines_and_pipelines_o
 def test_no_import_cycles_in_pipelines():
     found = cycles(all_imports())
     assert not found, "import cycles in pipelines/:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+@pytest.mark.parametrize("within", ["callqa.qa_rules", "callqa.models"])
+def test_no_import_cycles_in_qa_rules_and_models(within):
+    found = cycles(all_imports(), within=within)
+    assert not found, f"import cycles in {within}:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 # --- the scanner can fail ----------------------------------------------------------------------------
