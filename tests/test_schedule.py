@@ -21,11 +21,14 @@ import duckdb
 import httpx
 import pytest
 
+from tests.conftest import BAD as SHARED_BAD
 from tests.conftest import DEV, ROOT
 
 SCRIPT = ROOT / "scripts" / "prefect_server.sh"
 CALL = DEV / "audio" / "D006.flac"  # 30 s, the shortest dev call
 LANDED_AS = "A07_20261103T1015_D006.flac"  # the folder scan reads agent and time from the name
+BAD = SHARED_BAD / "text_not_audio.wav"  # a text file named .wav: not audio, a property of the file
+BAD_AS = "A07_20261103T1030_BAD1.wav"
 DEADLINE_S = 150.0  # file landed -> COMPLETED run with its artifact
 
 
@@ -93,6 +96,31 @@ def _scored(db: Path) -> tuple[float] | None:
     return (row[0],) if row else None
 
 
+def _failures(db: Path, name: str) -> list[tuple] | None:
+    """The run_failures rows of one file (None while the database is being written or has none yet)."""
+    if not db.exists():
+        return None
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        rows = con.execute("SELECT run_id, status, reason, kind FROM run_failures WHERE file = ? OR file LIKE ?",
+                           [name, f"%/{name}"]).fetchall()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return rows or None
+
+
+def _completed_runs(api: httpx.Client) -> int:
+    r = api.post("/flow_runs/filter", json={"deployments": {"name": {"any_": ["inbox-nightly"]}},
+                                            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "limit": 200})
+    r.raise_for_status()
+    return len(r.json())
+
+
 def _completed_run_with_artifact(api: httpx.Client) -> dict | None:
     r = api.post("/flow_runs/filter", json={
         "deployments": {"name": {"any_": ["inbox-nightly"]}},
@@ -157,6 +185,15 @@ def test_callqa_serve_schedule_fires_and_scores_a_new_file(started_prefect_serve
                               lambda: _completed_run_with_artifact(api), DEADLINE_S - to_score, alive=serve,
                               log=log)
             to_done = time.monotonic() - landed
+
+            # a broken file lands: it fails once for good (permanent), and later scheduled runs leave it alone
+            shutil.copy(BAD, inbox / f".{BAD_AS}.part")
+            (inbox / f".{BAD_AS}.part").rename(inbox / BAD_AS)
+            _wait_for("the broken file recorded as failed", lambda: _failures(db, BAD_AS), DEADLINE_S,
+                      alive=serve, log=log)
+            runs_then = _completed_runs(api)
+            _wait_for("two more scheduled runs after the failure", lambda: _completed_runs(api) >= runs_then + 2,
+                      DEADLINE_S, alive=serve, log=log)
         assert 0 <= score <= 100
         assert found["run"]["deployment_id"] == dep["id"] and found["run"]["state_type"] == "COMPLETED"
         assert f"database: `{db}`" in found["artifact"]["data"]
@@ -164,6 +201,13 @@ def test_callqa_serve_schedule_fires_and_scores_a_new_file(started_prefect_serve
     finally:
         _stop_group(serve)
     assert serve.poll() is not None
+    (failure,) = _failures(db, BAD_AS)  # recorded once, not once per run
+    assert failure[1:] == ("failed", "not_audio", "permanent"), failure
+    con = duckdb.connect(str(db), read_only=True)
+    status, kind, attempts = con.execute("SELECT status, failure_kind, attempts FROM recordings WHERE file_name = ?",
+                                         [BAD_AS]).fetchone()
+    con.close()
+    assert (status, kind, attempts) == ("failed", "permanent", 1)
     server_log = Path(started_prefect_server["CALLQA_PREFECT_HOME"]) / "server.log"
     assert "InvalidRequestError" not in server_log.read_text(errors="replace")  # the scheduler's SQLAlchemy 2.1 bug
 
