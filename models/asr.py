@@ -51,6 +51,11 @@ DUAL_MONO_CORRELATION = 0.9
 # silence) and most have no duration: word timing found no audio for them (see `_looks_invented`).
 _IMPROBABLE_WORD = 0.2
 _NO_DURATION_S = 0.05
+# How the vocabulary (terms known before decoding: the call's product, the checklist's and the team's terms,
+# `callqa.models.hints`) reaches the decoder: "prompt" = in the initial prompt, which Whisper reads in the first
+# 30 s window of each decoded block only (conditioning is off); "hotwords" = faster-whisper's `hotwords`, put before
+# every window's prompt (openai-whisper: the prompt carried into every window); "off" = not shown.
+HINT_MODES = ("prompt", "hotwords", "off")
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ class WhisperRuntime(Protocol):
 
     def detect_language(self, audio: np.ndarray, candidates: tuple[str, ...]) -> tuple[str, float]: ...
 
-    def transcribe(self, audio: np.ndarray, language: str, prompt: str | None) -> list[RawSegment]: ...
+    def transcribe(self, audio: np.ndarray, language: str, prompt: str | None,
+                   hotwords: str | None = None) -> list[RawSegment]: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,11 @@ class AsrOptions:
     beam_size: int = 5
     language: str | None = None  # None = detect per call among `languages`
     languages: tuple[str, ...] = ("zh", "en")
-    vocabulary: tuple[str, ...] = ()  # product / store names shown to the decoder
+    vocabulary: tuple[str, ...] = ()  # product / store names shown to the decoder (`hints` says how)
+    hints: str = "prompt"  # how `vocabulary` reaches the decoder: one of HINT_MODES (docs/asr.md "Decoder hints")
+    # the manifest row's `product` adds that call's own terms (`callqa.models.hints.call_options`); off by default:
+    # measured without a gain worth a default (docs/asr.md "Decoder hints")
+    product_hints: bool = False
     split_gap_s: float = 0.6  # a pause this long inside one channel starts a new segment
     min_speech_s: float = 0.3  # less speech than this in the whole call = no_speech
     vad: VadConfig = field(default_factory=VadConfig)
@@ -99,6 +109,12 @@ class AsrOptions:
     condition_on_previous_text: bool = False
     fold_dual_mono: bool = True  # a stereo file whose channels are one signal is transcribed once, as mono
     drop_invented: bool = True  # drop decoded segments that look made up (`_looks_invented`)
+
+    def __post_init__(self) -> None:
+        if self.hints not in HINT_MODES:
+            raise ValueError(f"hints must be one of {', '.join(HINT_MODES)}, got {self.hints!r}")
+        if isinstance(self.vocabulary, str):  # a bare string would be read as one term per character
+            raise TypeError("vocabulary must be a tuple of terms, not a string")
 
 
 class _Timeline:
@@ -268,6 +284,7 @@ def _blocks(spans: list[SpeechSpan], block_s: float) -> list[list[SpeechSpan]]:
 def _channel_words(
     channel: np.ndarray, spans: list[SpeechSpan], runtime: WhisperRuntime, language: str, prompt: str | None,
     block_s: float, drop_invented: bool = True, source: dict[int, RawSegment] | None = None,
+    hotwords: str | None = None,
 ) -> list[tuple[Word, int]]:
     """Every decoded word of one channel in call time, with the index of its speech span in `spans`.
     `source`, when given, receives id(word) -> the decoded segment it came from (for its confidence)."""
@@ -276,7 +293,9 @@ def _channel_words(
     for block in _blocks(spans, block_s):
         timeline = _Timeline(block, _GAP_JOIN_S)
         audio = _concat_speech(channel, block, _GAP_JOIN_S)
-        for raw in runtime.transcribe(audio, language, prompt):
+        decoded = (runtime.transcribe(audio, language, prompt, hotwords) if hotwords
+                   else runtime.transcribe(audio, language, prompt))
+        for raw in decoded:
             if drop_invented and _looks_invented(raw, timeline):
                 log.debug("dropped as invented: %r (p=%.2f)", raw.text, raw.confidence)
                 continue
@@ -320,7 +339,7 @@ def transcribe_audio(
 
     t1 = time.perf_counter()
     language, lang_prob = _pick_language(runtime, audio, spans, roles, opts)
-    prompt = _prompt(language, opts.vocabulary)
+    prompt, hotwords = decoder_hints(language, opts)
 
     # (role or voice label, words) per utterance, all channels
     utterances: list[tuple[Speaker | int, list[Word]]] = []
@@ -329,7 +348,7 @@ def transcribe_audio(
         if not spans[i]:
             continue
         words = _channel_words(audio.channels[i], spans[i], runtime, language, prompt, opts.block_s,
-                               opts.drop_invented, source)
+                               opts.drop_invented, source, hotwords)
         labels = _voice_labels(words, turns) if turns else [0] * len(words)
         for label, group in _cut_segments([(w, s, lab) for (w, s), lab in zip(words, labels, strict=True)], spans[i],
                                           opts.split_gap_s):
@@ -400,3 +419,13 @@ def _prompt(language: str, vocabulary: tuple[str, ...]) -> str | None:
     if language == "zh":
         return ZH_PROMPT + (f"涉及：{vocab}。" if vocab else "")
     return f"Sales call about: {vocab}." if vocab else None
+
+
+def decoder_hints(language: str, opts: AsrOptions) -> tuple[str | None, str | None]:
+    """(initial prompt, hotwords) for the decoder: the vocabulary goes into one of them, as `opts.hints` says.
+    The Mandarin prompt (`ZH_PROMPT`: simplified characters, punctuation) is there in every mode."""
+    if opts.hints == "prompt" or not opts.vocabulary:
+        return _prompt(language, opts.vocabulary if opts.hints == "prompt" else ()), None
+    if opts.hints == "hotwords":
+        return _prompt(language, ()), ("、" if language == "zh" else ", ").join(opts.vocabulary)
+    return _prompt(language, ()), None

@@ -59,11 +59,15 @@ class FasterWhisperRuntime:
             _, _, probs = self._model.detect_language(audio=audio)
         return _best_candidate(probs, candidates)
 
-    def transcribe(self, audio: np.ndarray, language: str, prompt: str | None) -> list[RawSegment]:
+    def transcribe(self, audio: np.ndarray, language: str, prompt: str | None,
+                   hotwords: str | None = None) -> list[RawSegment]:
+        """`prompt` reaches the first 30 s window only (conditioning off); `hotwords` every window (faster-whisper
+        puts them after <|startofprev|>, before that window's prompt, truncated at half the text context)."""
         with self._lock:
             segments, _info = self._model.transcribe(
                 audio, language=language, beam_size=self._beam, vad_filter=False, word_timestamps=True,
-                initial_prompt=prompt, condition_on_previous_text=self._condition, temperature=list(TEMPERATURES),
+                initial_prompt=prompt, hotwords=hotwords or None, condition_on_previous_text=self._condition,
+                temperature=list(TEMPERATURES),
                 log_prob_threshold=LOGPROB_THRESHOLD, prompt_reset_on_temperature=0.5, **GUARDS,
             )
             out = []
@@ -98,11 +102,17 @@ class OpenAIWhisperRuntime:
             _, probs = self._model.detect_language(mel.to(self._model.device))
         return _best_candidate(sorted(probs.items()), candidates)
 
-    def transcribe(self, audio: np.ndarray, language: str, prompt: str | None) -> list[RawSegment]:
+    def transcribe(self, audio: np.ndarray, language: str, prompt: str | None,
+                   hotwords: str | None = None) -> list[RawSegment]:
+        """openai-whisper has no hotwords: given, they join the prompt and it is carried into every window
+        (`carry_initial_prompt`), which is what faster-whisper's hotwords amount to."""
+        if hotwords:
+            prompt = f"{prompt} {hotwords}" if prompt else hotwords
         with self._lock:
             result = self._model.transcribe(
                 audio, language=language, beam_size=self._beam, best_of=5, fp16=self._device != "cpu",
-                word_timestamps=True, initial_prompt=prompt, condition_on_previous_text=self._condition,
+                word_timestamps=True, initial_prompt=prompt, carry_initial_prompt=bool(hotwords),
+                condition_on_previous_text=self._condition,
                 temperature=TEMPERATURES, logprob_threshold=LOGPROB_THRESHOLD, **GUARDS,
             )
         out = []

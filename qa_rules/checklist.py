@@ -107,6 +107,8 @@ class Checklist:
     heads_sha256: str | None = None  # ... and the SHA-256 its bytes must have
     cross_path: str | None = None  # the fine-tuned cross-encoder file (`model.cross`), resolved the same way
     cross_sha256: str | None = None
+    # product terms shown to the speech decoder for every call scored with this checklist (docs/asr.md "Decoder hints")
+    vocabulary: tuple[str, ...] = ()
 
     def item(self, item_id: str) -> Item:
         for it in self.items:
@@ -264,7 +266,7 @@ def load_versioned_yaml(text: str, source: str, what: str, body: str, optional: 
 def parse_checklist(text: str, source: str = "<string>") -> Checklist:
     """Parse and validate checklist YAML. Raises `ChecklistError` naming the file, line and field."""
     raw, v = load_versioned_yaml(text, source, "checklist", "items",
-                                 {"title", "description", "calibration", "model"})
+                                 {"title", "description", "calibration", "model", "vocabulary"})
     if not isinstance(raw["items"], list) or not raw["items"]:
         v.fail(raw, "items", "must be a non-empty list")
     items: list[Item] = []
@@ -350,6 +352,9 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
             heads_path, heads_sha = _heads_file(m["heads"], source), m.get("sha256")
         if isinstance(m.get("cross"), str):
             cross_path, cross_sha = _heads_file(m["cross"], source), m.get("cross_sha256")
+    vocab = raw.get("vocabulary", [])
+    if not isinstance(vocab, list) or not all(isinstance(t, str) and t.strip() for t in vocab):
+        v.fail(raw, "vocabulary", "must be a list of product terms (non-empty texts) for the speech decoder")
     if used & {"model", "model_answer"} and heads_path is None:
         v.fail(raw, "model", "items use `model`/`model_answer`: name the trained heads file (model: {heads: FILE})")
     if used & {"cross", "cross_answer"} and cross_path is None:
@@ -358,7 +363,7 @@ def parse_checklist(text: str, source: str = "<string>") -> Checklist:
         id=str(raw["id"]), version=int(raw["version"]), title=v.text(raw, "title", "checklist", False),
         description=v.text(raw, "description", "checklist", False), items=tuple(items), source=text,
         calibration=_calibration(v, raw.get("calibration"), ids), heads_path=heads_path, heads_sha256=heads_sha,
-        cross_path=cross_path, cross_sha256=cross_sha,
+        cross_path=cross_path, cross_sha256=cross_sha, vocabulary=tuple(t.strip() for t in vocab),
     )
 
 

@@ -14,6 +14,11 @@ the hypothesis has more often than the reference) and invented tail (hypothesis 
 last one aligned with the reference). The runtime `plain-faster-whisper` is the reference point:
 faster-whisper's own `transcribe(vad_filter=True)` with its default decoding options, on the same
 weights, the channels averaged, told the manifest's language; callqa's pipeline detects it.
+
+Decoder hints are per call, as in `callqa run`: each worker gives a row's `product` (with `product_hints`) and its
+`vocabulary`/`hotwords` columns to `callqa.models.hints.call_options`, so runtime specs such as
+`faster-whisper:hints=off`, `faster-whisper:product_hints=true` and `faster-whisper:product_hints=true,hints=hotwords`
+compare no hints, prompt hints and hotwords on the same calls in one run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from callqa.records import Transcript
 log = logging.getLogger(__name__)
 
 PLAIN = "plain-faster-whisper"  # reference point: faster-whisper's own VAD and decoding defaults
+_HINT_COLUMNS = ("product", "vocabulary", "hotwords")  # what a row tells the decoder (`callqa.models.hints`)
 
 
 class _PlainFasterWhisper:
@@ -72,6 +78,7 @@ def _worker(conn, opts: AsrOptions) -> None:
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     from callqa.models.asr import transcribe_audio
     from callqa.models.audio import SAMPLE_RATE, AudioError, load_audio
+    from callqa.models.hints import call_options
     from callqa.models.runtimes import get_runtime
     from callqa.pipelines.run.timings import StageClock
 
@@ -84,16 +91,18 @@ def _worker(conn, opts: AsrOptions) -> None:
         runtime.transcribe(warm, "en", None)
     conn.send(loading.times)
     while (job := conn.recv()) is not None:
-        path, agent_channel, language = job
+        path, agent_channel, language, row_hints = job
         try:
             audio = load_audio(path)
+            call_opts = call_options(opts, row_hints)
             clock = StageClock()
             with clock.stage("wall_s", cpu="cpu_s"):
                 if isinstance(runtime, _PlainFasterWhisper):
                     tr = runtime.transcript(audio, language)
                 else:
-                    tr = transcribe_audio(audio, runtime, opts, agent_channel)
-            conn.send({"transcript": tr, **clock.times, "duration_s": audio.duration})
+                    tr = transcribe_audio(audio, runtime, call_opts, agent_channel)
+            conn.send({"transcript": tr, **clock.times, "duration_s": audio.duration,
+                       "terms": list(call_opts.vocabulary) if call_opts.hints != "off" else []})
         except AudioError as e:
             conn.send({"error": str(e)})
         except Exception as e:  # noqa: BLE001 - one bad file is an error row, not a dead worker
@@ -111,6 +120,7 @@ class _Tally:
     scores: dict[str, list[CallScore]] = field(default_factory=lambda: {"stereo": [], "mono": []})
     clips: dict[str, dict] = field(default_factory=dict)  # single-speaker clips, by file: clip_report()
     per_call: dict[str, float | None] = field(default_factory=dict)  # "D001 stereo": CER or WER
+    terms: dict[str, list[str]] = field(default_factory=dict)  # call id: the decoder hints it was given
     transcripts: dict[str, Transcript] = field(default_factory=dict)  # stereo, by call id
     errors: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0
@@ -246,6 +256,7 @@ def _summary(t: _Tally) -> dict:
         "wer_en_clips": _r(_clip_rate(t.clips, "en")),
         "clips": t.clips,
         "per_call": t.per_call,
+        "terms": t.terms,
         # extras: CPU seconds per audio second (less sensitive to other load), mono figures, counts
         "rtf_cpu": _r(t.cpu["stereo"] / t.audio["stereo"] if t.audio["stereo"] else None),
         "rtf_mono": _r(t.wall["mono"] / t.audio["mono"] if t.audio["mono"] else None),
@@ -344,7 +355,7 @@ def _bench(rows: list[dict], manifest: Path, runtimes, workers: dict[str, tuple]
         channel = 1 if str(r.get("agent_channel", "left")).lower() in ("right", "1") else 0
         for name, (proc, conn) in workers.items():
             try:
-                conn.send((str(path), channel, r.get("language")))
+                conn.send((str(path), channel, r.get("language"), {k: r.get(k) for k in _HINT_COLUMNS}))
             except (BrokenPipeError, OSError):
                 raise WorkerDied(f"the {name} worker died (exit code {proc.exitcode}) before {path}") from None
             res = _recv(conn, proc, name, f"transcribing {path}")
@@ -352,6 +363,8 @@ def _bench(rows: list[dict], manifest: Path, runtimes, workers: dict[str, tuple]
             if "error" in res:
                 t.errors.append(f"{cid} {kind}: {res['error']}")
                 continue
+            if res.get("terms"):
+                t.terms[cid] = res["terms"]
             if kind == "clip":
                 tr = res["transcript"]
                 hyp = " ".join(s.text for s in tr.segments)
@@ -417,6 +430,9 @@ def format_bench(result: dict[str, dict]) -> str:
         lines += ["", "| call | " + " | ".join(f"{n} CER/WER" for n in names) + " |", "|" + "---|" * (1 + len(names))]
         for call in first["per_call"]:
             lines.append(f"| {call} | " + " | ".join(f"{result[n]['per_call'].get(call, '')}" for n in names) + " |")
+    for n in names:
+        for call, terms in (result[n].get("terms") or {}).items():
+            lines.append(f"{n} hints {call}: {'、'.join(terms)}")
     lines.append(f"\n{first['calls']} calls ({first['audio_s']} s of audio), {first['mono_calls']} mono copies, "
                  f"{len(first.get('clips') or {})} clips.")
     for n in names[1:]:

@@ -34,6 +34,7 @@ from callqa.pipelines.cli.options import (
     pass_settings,
     routing_option,
     split_list,
+    vocab_file_option,
     vocabulary_option,
     week_option,
 )
@@ -367,15 +368,17 @@ def cmd_pipeline_bench(calls: int, workers: str, source: tuple[Path, ...], prefe
 @click.option("--model", default=None, metavar="NAME|PATH",
               help="Whisper model: 'base' (bundled), a Whisper name or a local path")
 @vocabulary_option()
+@vocab_file_option()
 @pass_settings
 def cmd_asr_bench(settings: Settings, manifest: Path, runtime: tuple[str, ...], limit: int | None, as_json: bool,
                   verdicts: bool, threads: int, beam_size: int | None, model: str | None,
-                  vocabulary: str | None) -> int:
+                  vocabulary: str | None, vocab_file: Path | None) -> int:
     from callqa.models.asr import AsrOptions
+    from callqa.models.hints import run_vocabulary
     from callqa.pipelines.bench.asr_bench import WorkerDied, format_bench, run_bench
 
     opts = AsrOptions(cpu_threads=threads, beam_size=beam_size or AsrOptions().beam_size, model=model,
-                      vocabulary=split_list(vocabulary))
+                      vocabulary=run_vocabulary(split_list(vocabulary), vocab_file))
     try:
         result = run_bench(manifest, list(runtime) or ["faster-whisper"], limit, opts, verdicts,
                            progress=not settings.quiet)

@@ -194,13 +194,20 @@ def vocabulary_option(section: str | None = None) -> Callable:
                         help="comma-separated product/store names to prime the decoder")
 
 
+def vocab_file_option(section: str | None = None) -> Callable:
+    return click.option("--vocab", "vocab_file", cls=SectionOption, section=section, type=PathType, default=None,
+                        metavar="FILE", help="team vocabulary for the decoder: UTF-8 text, one term per line "
+                        "(# starts a comment); a missing or empty file is an error")
+
+
 def split_list(text: str | None) -> tuple[str, ...]:
     """'a, b,,c' -> ('a', 'b', 'c')"""
     return tuple(v.strip() for v in (text or "").split(",") if v.strip())
 
 
 SPEECH = "Speech recognition"
-_ASR_PARAMS = ("runtime", "model", "compute_type", "device", "threads", "beam_size", "language", "vocabulary")
+_ASR_PARAMS = ("runtime", "model", "compute_type", "device", "threads", "beam_size", "language", "vocabulary",
+               "vocab_file", "hints", "product_hints")
 
 
 def asr_options(f: Callable) -> Callable:
@@ -209,11 +216,13 @@ def asr_options(f: Callable) -> Callable:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from callqa.models.asr import AsrOptions
+        from callqa.models.hints import run_vocabulary
 
         o = {k: kwargs.pop(k) for k in _ASR_PARAMS}
         kwargs["asr"] = AsrOptions(runtime=o["runtime"], model=o["model"], compute_type=o["compute_type"],
                                    device=o["device"], cpu_threads=o["threads"], beam_size=o["beam_size"],
-                                   language=o["language"], vocabulary=split_list(o["vocabulary"]))
+                                   language=o["language"], hints=o["hints"], product_hints=o["product_hints"],
+                                   vocabulary=run_vocabulary(split_list(o["vocabulary"]), o["vocab_file"]))
         return f(*args, **kwargs)
 
     opt = functools.partial(click.option, cls=SectionOption, section=SPEECH)
@@ -229,6 +238,12 @@ def asr_options(f: Callable) -> Callable:
         opt("--beam-size", type=int, default=5, metavar="N", help="beam search width (default 5)"),
         opt("--language", default=None, metavar="LANG", help="force a language (zh, en); default: detect per call"),
         vocabulary_option(SPEECH),
+        vocab_file_option(SPEECH),
+        opt("--hints", default="prompt", type=click.Choice(["prompt", "hotwords", "off"]), metavar="MODE",
+            help="how the vocabulary reaches Whisper: prompt (first 30 s window, default), hotwords (every window; "
+            "openai-whisper: the prompt carried), off"),
+        opt("--product-hints", is_flag=True, help="add each call's manifest `product` to its own vocabulary "
+            "(measured, not a default: docs/asr.md)"),
     ]):
         wrapper = decorate(wrapper)
     return wrapper

@@ -27,6 +27,7 @@ from typing import Any
 
 from callqa.models.asr import AsrOptions, transcribe_audio
 from callqa.models.audio import AudioError, load_audio
+from callqa.models.hints import call_options, merge_terms
 from callqa.models.runtimes import get_runtime
 from callqa.pipelines.run.batch import BatchEntry, discover
 from callqa.pipelines.run.plan import plan_run
@@ -182,7 +183,8 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
 
         futures = {}
         for entry, rid in jobs:
-            fut = transcribe_task.submit(entry.path, opts, entry.agent_channel, rid, stage_dir, mask_pii)
+            fut = transcribe_task.submit(entry.path, call_options(opts, entry.metadata), entry.agent_channel, rid,
+                                         stage_dir, mask_pii)
             futures[fut.task_run_id] = (fut, entry, rid)
         for fut in prefect_completed([f for f, _, _ in futures.values()]):
             _, entry, rid = futures[fut.task_run_id]
@@ -193,8 +195,8 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
             yield entry, rid, result
     elif workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futs = {pool.submit(transcribe_job, e.path, opts, e.agent_channel, rid, stage_dir, mask_pii): (e, rid)
-                    for e, rid in jobs}
+            futs = {pool.submit(transcribe_job, e.path, call_options(opts, e.metadata), e.agent_channel, rid,
+                                stage_dir, mask_pii): (e, rid) for e, rid in jobs}
             for fut in as_completed(futs):
                 entry, rid = futs[fut]
                 try:
@@ -205,7 +207,8 @@ def _run_jobs(jobs: list[tuple[BatchEntry, str]], opts: AsrOptions, workers: int
     else:
         for entry, rid in jobs:
             try:
-                result = transcribe_job(entry.path, opts, entry.agent_channel, rid, stage_dir, mask_pii)
+                result = transcribe_job(entry.path, call_options(opts, entry.metadata), entry.agent_channel, rid,
+                                        stage_dir, mask_pii)
             except Exception as e:  # noqa: BLE001
                 result = _crashed(e)
             yield entry, rid, result
@@ -269,6 +272,8 @@ def process_batch(source_dir: str | Path, manifest: str | Path | None = None, co
     if rules:
         counts["routed_out"] = 0
         cl = routed[rules.default]  # what the run records as its checklist: the routing's default
+    if cl.vocabulary:  # the checklist's product terms, for every call (each call's own terms go first)
+        opts = dataclasses.replace(opts, vocabulary=merge_terms(cl.vocabulary, opts.vocabulary))
     failures: list[tuple[str, str, str]] = []
     kinds: dict[str, str] = {}
 
