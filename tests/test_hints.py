@@ -169,3 +169,26 @@ def test_unrelated_hints_change_nothing_else(decoded):
         assert rep["errors"] <= off["errors"] + 2, (mode, text, off["hypothesis"])
         assert not any(t in text for t in UNRELATED), (mode, text)
         assert not rep["repeats"] and len(rep["tail"]) <= 1, (mode, rep)
+
+
+def test_term_hits_count_what_the_reference_says():
+    from callqa.pipelines.bench.asr_bench import term_hits
+
+    hits = term_hits(["洗碗机", "嵌入式", "13套", "豆浆机"], "那建议您选十三套的嵌入式洗碗机。",
+                     "那建议您选13套的欠入室洗碗机。", "zh")
+    assert hits == {"洗碗机": [1, 1], "嵌入式": [1, 0], "13套": [1, 1]}
+
+
+def test_the_bench_gives_each_row_its_own_hints(tmp_path):
+    """asr-bench sends a row's `vocabulary` to the worker, which decodes with it and reports the terms it used and
+    how often the reference's terms were written (one runtime, the 6 s clip)."""
+    from callqa.pipelines.bench.asr_bench import run_bench
+
+    row = {"file": str(CLIP), "call_id": "clip", "language": "zh", "reference_text": REFERENCE,
+           "vocabulary": "滨海新区"}
+    manifest = tmp_path / "clip.jsonl"
+    manifest.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    r = run_bench(manifest, ["faster-whisper:hints=hotwords"], progress=False)["faster-whisper:hints=hotwords"]
+    assert r["terms"] == {"clip": ["滨海新区"]}
+    assert r["term_hits"] == {"clip": {"滨海新区": [1, 1]}}, r["clips"]["clip"]["hypothesis"]
+    assert r["rtf_clips"] > 0 and r["cer_zh_clips"] <= 2 / len(REFERENCE)

@@ -33,7 +33,15 @@ from pathlib import Path
 
 import numpy as np
 from callqa.models.asr import AsrOptions
-from callqa.models.metrics import CallScore, align, corpus_error_rate, corpus_speaker_accuracy, score_call, tokens
+from callqa.models.metrics import (
+    CallScore,
+    align,
+    corpus_error_rate,
+    corpus_speaker_accuracy,
+    normalize,
+    score_call,
+    tokens,
+)
 
 from callqa.records import Transcript
 
@@ -121,6 +129,7 @@ class _Tally:
     clips: dict[str, dict] = field(default_factory=dict)  # single-speaker clips, by file: clip_report()
     per_call: dict[str, float | None] = field(default_factory=dict)  # "D001 stereo": CER or WER
     terms: dict[str, list[str]] = field(default_factory=dict)  # call id: the decoder hints it was given
+    hits: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # call id: term_hits() of its hint terms
     transcripts: dict[str, Transcript] = field(default_factory=dict)  # stereo, by call id
     errors: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0
@@ -140,6 +149,14 @@ def parse_runtime_spec(spec: str, base: AsrOptions) -> AsrOptions:
         kw[key] = (int(value) if kind.startswith("int") else float(value) if kind.startswith("float")
                    else value.lower() in ("1", "true", "yes") if kind.startswith("bool") else value)
     return replace(base, runtime=name, **kw)
+
+
+def _row_terms(row: dict) -> list[str]:
+    """Every term a row could give the decoder (product, vocabulary, hotwords), to count for hint-less runtimes."""
+    from callqa.models.hints import product_terms, split_terms, unique
+
+    return list(unique([*split_terms(row.get("vocabulary")), *split_terms(row.get("hotwords")),
+                        *product_terms(row.get("product"))]))
 
 
 def _balanced(rows: list[dict], limit: int | None) -> list[dict]:
@@ -192,6 +209,18 @@ def clip_report(reference: str, hypothesis: str, language: str) -> dict:
             "repeats": repeated_ngrams(ref, hyp, 3 if language == "en" else 4),
             "tail": "".join(invented_tail(ref, hyp)) if language == "zh" else " ".join(invented_tail(ref, hyp)),
             "hypothesis": hypothesis}
+
+
+def term_hits(terms: list[str], reference: str, hypothesis: str, language: str) -> dict[str, list[int]]:
+    """{term: [times in the reference, times in the hypothesis]} for the hint terms the reference says, both sides
+    normalised as CER/WER are ("13套" = "十三套"): where a hint can have helped or hurt."""
+    ref, hyp = normalize(reference, language), normalize(hypothesis, language)
+    out = {}
+    for term in terms:
+        t = normalize(term, language)
+        if t and ref.count(t):
+            out[term] = [ref.count(t), hyp.count(t)]
+    return out
 
 
 def _clip_rate(clips: dict[str, dict], lang: str) -> float | None:
@@ -254,9 +283,12 @@ def _summary(t: _Tally) -> dict:
         "peak_rss_mb": round(t.peak_rss_mb, 1),
         "cer_zh_clips": _r(_clip_rate(t.clips, "zh")),
         "wer_en_clips": _r(_clip_rate(t.clips, "en")),
+        "rtf_clips": _r(sum(c["wall_s"] for c in t.clips.values()) / sum(c["duration_s"] for c in t.clips.values())
+                        if t.clips else None),
         "clips": t.clips,
         "per_call": t.per_call,
         "terms": t.terms,
+        "term_hits": t.hits,
         # extras: CPU seconds per audio second (less sensitive to other load), mono figures, counts
         "rtf_cpu": _r(t.cpu["stereo"] / t.audio["stereo"] if t.audio["stereo"] else None),
         "rtf_mono": _r(t.wall["mono"] / t.audio["mono"] if t.audio["mono"] else None),
@@ -365,6 +397,12 @@ def _bench(rows: list[dict], manifest: Path, runtimes, workers: dict[str, tuple]
                 continue
             if res.get("terms"):
                 t.terms[cid] = res["terms"]
+            terms = res.get("terms") or _row_terms(r)  # a runtime without hints: the terms the others got
+            if terms and kind != "mono":
+                ref = r.get("reference_text") or " ".join(str(x.get("text", "")) for x in r.get("turns") or [])
+                hyp = " ".join(s.text for s in res["transcript"].segments)
+                if hits := term_hits(terms, ref, hyp, str(r.get("language") or res["transcript"].language)):
+                    t.hits[cid] = hits
             if kind == "clip":
                 tr = res["transcript"]
                 hyp = " ".join(s.text for s in tr.segments)
@@ -389,7 +427,8 @@ def _bench(rows: list[dict], manifest: Path, runtimes, workers: dict[str, tuple]
     for name in runtimes[1:]:
         result[name]["ratio_vs_" + first] = {
             k: _ratio(result[name][k], result[first][k])
-            for k in ("rtf", "rtf_cpu", "peak_rss_mb", "cer_zh", "wer_en", "cer_zh_clips", "wer_en_clips")
+            for k in ("rtf", "rtf_cpu", "peak_rss_mb", "cer_zh", "wer_en", "cer_zh_clips", "wer_en_clips",
+                      "rtf_clips")
         }
     if verdicts:
         for name, extra in _compare_verdicts(rows, tallies).items():
@@ -404,7 +443,7 @@ def format_bench(result: dict[str, dict]) -> str:
                ("wer_en", "WER en (stereo)"), ("speaker_acc_stereo", "speaker attribution, stereo"),
                ("speaker_acc_mono", "speaker attribution, mono 8 kHz"), ("rtf_mono", "RTF mono (with diarization)"),
                ("cer_zh_mono", "CER zh (mono)"), ("wer_en_mono", "WER en (mono)"), ("peak_rss_mb", "peak RSS MB"),
-               ("cer_zh_clips", "CER zh (clips)"), ("wer_en_clips", "WER en (clips)"),
+               ("cer_zh_clips", "CER zh (clips)"), ("wer_en_clips", "WER en (clips)"), ("rtf_clips", "RTF (clips)"),
                ("load_s", "model load s"), ("label_agreement", "verdicts = labels (share)")]
     head = ["metric", *names] + [f"{n} / {names[0]}" for n in names[1:]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -430,9 +469,16 @@ def format_bench(result: dict[str, dict]) -> str:
         lines += ["", "| call | " + " | ".join(f"{n} CER/WER" for n in names) + " |", "|" + "---|" * (1 + len(names))]
         for call in first["per_call"]:
             lines.append(f"| {call} | " + " | ".join(f"{result[n]['per_call'].get(call, '')}" for n in names) + " |")
-    for n in names:
-        for call, terms in (result[n].get("terms") or {}).items():
-            lines.append(f"{n} hints {call}: {'、'.join(terms)}")
+    calls_with_hits = list(dict.fromkeys(c for n in names for c in (result[n].get("term_hits") or {})))
+    if calls_with_hits:
+        lines += ["", "| call: hint terms the reference says (times said) | " +
+                  " | ".join(f"{n} written" for n in names) + " |", "|" + "---|" * (1 + len(names))]
+        for call in calls_with_hits:
+            said = next(result[n]["term_hits"][call] for n in names if call in (result[n].get("term_hits") or {}))
+            head = f"{call}: " + ", ".join(f"{t} ({v[0]})" for t, v in said.items())
+            cells = [", ".join(f"{t} {v[1]}" for t, v in (result[n].get("term_hits") or {}).get(call, {}).items())
+                     for n in names]
+            lines.append(f"| {head} | " + " | ".join(cells) + " |")
     lines.append(f"\n{first['calls']} calls ({first['audio_s']} s of audio), {first['mono_calls']} mono copies, "
                  f"{len(first.get('clips') or {})} clips.")
     for n in names[1:]:
