@@ -22,12 +22,16 @@ def test_stage_records_each_block_wall_time_and_cpu_time_on_request():
     with clock.stage("decode"):
         time.sleep(NAP)
     with clock.stage("busy", cpu="busy_cpu"):
-        t_end = time.process_time() + NAP
-        while time.process_time() < t_end:  # spin: CPU time, not a sleep
+        # spin until this thread alone has used NAP of CPU: the stage's CPU time is the whole process's
+        # (other threads' too, which is what a multi-threaded decoder needs), so it is at least this
+        # thread's, and wall time is at least either; no bound ties wall to process CPU, since
+        # background threads left by earlier tests can add CPU time faster than the wall clock runs
+        t_end = time.thread_time() + NAP
+        while time.thread_time() < t_end:
             pass
     assert clock["file"] == "a.flac"
     assert NAP <= clock["decode"] < NAP + 1.0
-    assert clock["busy_cpu"] >= NAP and clock["busy"] >= 0.9 * clock["busy_cpu"]
+    assert clock["busy_cpu"] >= NAP and clock["busy"] >= NAP
     assert "decode_cpu" not in clock and clock.get("storage") is None
 
 
