@@ -78,40 +78,36 @@ def started_prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     assert st.returncode == 3, st.stdout  # stopped
 
 
-def _scored(db: Path) -> tuple[float] | None:
-    """(score,) once the landed call is scored (a tuple: a critical fail scores 0.0, which is falsy)."""
+def _read_while_written(db: Path, read: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+    """read(con) on a read-only connection, or None while the file is missing or being written: the flow closes
+    the file between writes, so a read that meets a write is retried by the caller (_wait_for)."""
     if not db.exists():
         return None
-    try:  # the flow closes the file between writes; a read that meets a write is retried by the caller
+    try:
         con = duckdb.connect(str(db), read_only=True)
     except duckdb.Error:
         return None
     try:
-        row = con.execute("SELECT s.score FROM call_scores s JOIN recordings r USING (recording_id) "
-                          "WHERE r.file_name = ?", [LANDED_AS]).fetchone()
+        return read(con)
     except duckdb.Error:
         return None
     finally:
         con.close()
+
+
+def _scored(db: Path) -> tuple[float] | None:
+    """(score,) once the landed call is scored (a tuple: a critical fail scores 0.0, which is falsy)."""
+    row = _read_while_written(db, lambda con: con.execute(
+        "SELECT s.score FROM call_scores s JOIN recordings r USING (recording_id) WHERE r.file_name = ?",
+        [LANDED_AS]).fetchone())
     return (row[0],) if row else None
 
 
 def _failures(db: Path, name: str) -> list[tuple] | None:
     """The run_failures rows of one file (None while the database is being written or has none yet)."""
-    if not db.exists():
-        return None
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error:
-        return None
-    try:
-        rows = con.execute("SELECT run_id, status, reason, kind FROM run_failures WHERE file = ? OR file LIKE ?",
-                           [name, f"%/{name}"]).fetchall()
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
-    return rows or None
+    return _read_while_written(db, lambda con: con.execute(
+        "SELECT run_id, status, reason, kind FROM run_failures WHERE file = ? OR file LIKE ?",
+        [name, f"%/{name}"]).fetchall()) or None
 
 
 def _completed_runs(api: httpx.Client) -> int:
@@ -255,23 +251,16 @@ def _dask_processes(serve: subprocess.Popen) -> dict[str, list[Any]]:
 
 def _stored_per_call(db: Path, names: list[str]) -> dict[str, dict[str, int]] | None:
     """Per landed file: its rows in recordings, call_scores and item_verdicts, once every one of them is scored."""
-    if not db.exists():
-        return None
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error:
-        return None
-    try:
+    def count(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
         got = {n: {t: con.execute(f"SELECT count(*) FROM {t} JOIN recordings r USING (recording_id) "
                                   "WHERE r.file_name = ?", [n]).fetchone()[0]
                    for t in ("call_scores", "item_verdicts")} for n in names}
         for n in names:
             got[n]["recordings"] = con.execute("SELECT count(*) FROM recordings WHERE file_name = ?", [n]).fetchone()[0]
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
-    return got if all(v["call_scores"] for v in got.values()) else None
+        return got
+
+    got = _read_while_written(db, count)
+    return got if got and all(v["call_scores"] for v in got.values()) else None
 
 
 def test_callqa_serve_on_two_dask_workers_scores_each_landed_call_once(started_prefect_server: dict[str, str],
