@@ -132,3 +132,15 @@ def test_kept_alive_holds_an_idle_scheduler_up_and_it_stops_by_itself_after(tmp_
             time.sleep(0.5)
         assert lw.scheduler.poll() is not None, "the scheduler outlived its idle timeout with nobody keeping it"
         assert "idle" in (tmp_path / "dask" / "scheduler.log").read_text(errors="replace")
+
+
+def test_watching_the_cluster_never_lends_a_flow_its_client(tmp_path):
+    """prefect-dask's task runner takes the process's default Dask client when there is one; the clients LocalWorkers
+    opens to watch the cluster (the kill test's poller, serve's idle-clock beat) must not be it, or a flow starting
+    while one is open or half closed fails with "No global client found" (seen once in a full run)."""
+    import distributed
+
+    with LocalWorkers(1, tmp_path / "dask") as lw, lw._client() as watcher:
+        assert len(watcher.scheduler_info(n_workers=-1)["workers"]) == 1
+        with pytest.raises(ValueError, match="No global client"):
+            distributed.get_client()

@@ -205,9 +205,13 @@ class LocalWorkers:
         return out
 
     def _client(self):
+        """A short-lived client for watching the cluster, never the process's default: prefect-dask's task runner
+        takes `distributed.get_client()` when there is one, so a watcher's client (the kill test's poller, serve's
+        idle-clock beat) alive or half closed at the moment a flow starts would be taken for the run's and fail it
+        with "No global client found and no address provided"."""
         from distributed import Client
 
-        return Client(self.address, timeout=30)
+        return Client(self.address, timeout=30, set_as_default=False)
 
     def _names(self, client: Any) -> dict[str, str]:
         return {addr: v.get("name") for addr, v in client.scheduler_info(n_workers=-1)["workers"].items()}
